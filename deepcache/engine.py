@@ -1,0 +1,272 @@
+"""The DeepCache engine: block wrappers, per-pass decisions and cache slots, kept apart from the model.
+
+Every block of the U-Net stays a block: DeepCache sets an instance ``forward`` on each ``input_blocks[i]``,
+``middle_block`` and ``output_blocks[j]`` and is reached through ``module(...)``, so forward pre-hooks
+(A1111 ``--lowvram``) still fire and an outer loop that re-implements the U-Net forward but calls each block
+(sd-webui-controlnet does) is sped up too. A forward pre-hook on the U-Net reads each call's timestep.
+
+On a retrieval pass with branch ``k`` of a U-Net with ``n`` input blocks, ``input_blocks[0..k]`` and
+``output_blocks[n-1-k..n-1]`` run; ``output_blocks[n-2-k]`` (the middle block when ``k = n-1``) returns the
+output it produced on the last full pass of the same slot, so ``output_blocks[n-1-k]`` sees that cached
+tensor concatenated with its fresh skip; every other block returns zeros of its real output's shape, dtype
+and device, which only ever flow into other skipped blocks.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Sequence
+
+import torch
+from torch import nn
+
+from .params import DeepCacheParams
+from .schedule import plan_full_steps
+from .stats import RunStats
+from .structure import UNetLayout, inspect_unet
+
+Role = tuple[str, int]  # ("in", i), ("mid", 0) or ("out", j)
+TagFn = Callable[[tuple, dict], Hashable]
+
+
+class StepClock:
+    """Maps each U-Net call's timestep to a sampler step.
+
+    With the run's schedule (the timestep of each step, as the U-Net receives it) a call belongs to the step
+    whose interval contains its timestep, so the extra evaluations of Heun, DPM2, DPM++ 2S a and DPM++ SDE and
+    separate cond/uncond calls never move the counter. Without one, every change of timestep is a new step
+    (exact for one-evaluation samplers). A move back to an earlier step (Restart's sigma jumps, a new run
+    without ``begin_run``) opens a new *segment*: nothing cached before it is reused.
+    """
+
+    def __init__(self, schedule: Sequence[float] | None) -> None:
+        self.schedule = [float(t) for t in schedule] if schedule else None
+        self.step = -1
+        self.segment = 0
+        self.last_t: float | None = None
+
+    def locate(self, t: float) -> int:
+        if self.schedule is not None:
+            step = 0
+            for i, scheduled in enumerate(self.schedule):
+                if scheduled >= t - 1e-4 * max(1.0, abs(scheduled)):
+                    step = i
+                else:
+                    break
+        elif self.last_t is None:
+            step = 0
+        elif t == self.last_t:
+            step = self.step
+        else:
+            step = self.step + 1
+            if t > self.last_t:
+                self.segment += 1
+        if step < self.step:
+            self.segment += 1
+        self.step, self.last_t = step, t
+        return step
+
+
+@dataclass
+class Slot:
+    """What one kind of U-Net call (position in its step, tag, input shape/dtype/device) needs on a retrieval."""
+
+    cached: torch.Tensor | None = None
+    shapes: dict[Role, tuple[torch.Size, torch.dtype]] = field(default_factory=dict)
+    refreshed_step: int = -1
+    segment: int = -1
+
+
+@dataclass
+class Pass:
+    step: int
+    slot: Slot
+    retrieve: bool
+    started: float
+    complete: bool = False
+
+
+@dataclass
+class Run:
+    """State of one sampling run: the plan, the clock, the slots, the stats."""
+
+    params: DeepCacheParams
+    plan: tuple[bool, ...]
+    last_full: tuple[int, ...]
+    clock: StepClock
+    computed: frozenset[Role]
+    provider: Role
+    slots: dict[Hashable, Slot] = field(default_factory=dict)
+    stats: RunStats = field(default_factory=RunStats)
+    calls_in_step: int = 0
+
+
+class DeepCacheEngine:
+    """Install on one U-Net, then bracket every sampling run with ``begin_run`` / ``end_run``.
+
+    Outside a run, or in a run with DeepCache disabled, the wrappers only call the original blocks.
+    """
+
+    def __init__(self) -> None:
+        self.unet: nn.Module | None = None
+        self.layout: UNetLayout | None = None
+        self._wrapped: list[tuple[nn.Module, Any, bool, Callable]] = []
+        self._hook = None
+        self._tag_fn: TagFn | None = None
+        self._run: Run | None = None
+        self._pass: Pass | None = None
+        self._pending: tuple[float, Hashable] | None = None
+        self._last_seen: tuple[float, Hashable] | None = None
+
+    # ---- install / uninstall -------------------------------------------------------------------------
+    def install(self, unet: nn.Module, tag_fn: TagFn | None = None) -> UNetLayout:
+        """Wrap the blocks of ``unet`` (idempotent for the same U-Net). Raises ``UnsupportedModel``."""
+        if self.unet is unet:
+            return self.layout
+        self.uninstall()
+        layout = inspect_unet(unet)
+        n = layout.depth
+        roles: list[tuple[nn.Module, Role]] = [(b, ("in", i)) for i, b in enumerate(layout.input_blocks)]
+        roles.append((layout.middle_block, ("mid", 0)))
+        roles += [(b, ("out", j)) for j, b in enumerate(layout.output_blocks)]
+        for block, role in roles:
+            had_own = "forward" in block.__dict__
+            previous = block.__dict__.get("forward")
+            wrapper = self._make_wrapper(block.forward, role, role == ("in", 0), role == ("out", n - 1))
+            block.forward = wrapper
+            self._wrapped.append((block, previous, had_own, wrapper))
+        self._hook = unet.register_forward_pre_hook(self._read_call, with_kwargs=True)
+        self.unet, self.layout, self._tag_fn = unet, layout, tag_fn
+        return layout
+
+    def uninstall(self) -> None:
+        """Remove everything DeepCache put on the model. A block whose ``forward`` someone else replaced after
+        us keeps theirs (we cannot unwrap it without breaking them); our wrapper inside it is inert by then."""
+        self.end_run()
+        for block, previous, had_own, wrapper in self._wrapped:
+            if block.__dict__.get("forward") is wrapper:
+                if had_own:
+                    block.forward = previous
+                else:
+                    del block.__dict__["forward"]
+        self._wrapped.clear()
+        if self._hook is not None:
+            self._hook.remove()
+        self._hook = None
+        self.unet = self.layout = None
+        self._tag_fn = None
+
+    @property
+    def installed(self) -> bool:
+        return self.unet is not None
+
+    # ---- runs ------------------------------------------------------------------------------------------
+    def begin_run(self, params: DeepCacheParams, total_steps: int,
+                  schedule: Sequence[float] | None = None) -> None:
+        """Start a sampling run of ``total_steps`` steps (a fresh schedule: new batch, hires pass, img2img).
+
+        ``schedule`` is the timestep (in the units the U-Net receives) of each step, highest first; pass it
+        whenever it is known. Raises ``ValueError`` when the branch does not exist in this U-Net.
+        """
+        self.end_run()
+        if self.layout is None or not params.enabled:
+            return
+        n = self.layout.depth
+        k = params.branch
+        if k > self.layout.max_branch:
+            raise ValueError(f"DeepCache parameter 'branch' must be int in [0, {self.layout.max_branch}] for this "
+                             f"model ({n} input blocks), got {k}")
+        plan = plan_full_steps(params, total_steps)
+        last_full, latest = [], 0
+        for i, full in enumerate(plan):
+            latest = i if full else latest
+            last_full.append(latest)
+        computed = frozenset([("in", i) for i in range(k + 1)] + [("out", j) for j in range(n - 1 - k, n)])
+        provider = ("out", n - 2 - k) if k < n - 1 else ("mid", 0)
+        self._run = Run(params, plan, tuple(last_full), StepClock(schedule), computed, provider)
+        self._run.stats.total_steps = total_steps
+
+    def end_run(self) -> RunStats | None:
+        """Finish the current run, drop its cached tensors and return its stats (None if there was none)."""
+        run, self._run, self._pass = self._run, None, None
+        self._pending = self._last_seen = None
+        return run.stats if run is not None else None
+
+    @property
+    def stats(self) -> RunStats | None:
+        return self._run.stats if self._run is not None else None
+
+    def invalidate(self) -> None:
+        """Forget every cached tensor of the current run (the model's weights changed under it)."""
+        if self._run is not None:
+            self._run.slots.clear()
+
+    # ---- per call ----------------------------------------------------------------------------------------
+    def _read_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._run is None:
+            return
+        t = args[1] if len(args) > 1 else kwargs.get("timesteps")
+        if isinstance(t, torch.Tensor):
+            t = float(t.reshape(-1)[0])
+        tag = self._tag_fn(args, kwargs) if self._tag_fn is not None else None
+        self._pending = (float(t), tag) if t is not None else None
+
+    def _start_pass(self, x: torch.Tensor) -> None:
+        run = self._run
+        seen = self._pending or self._last_seen  # an extra pass without a U-Net call: same timestep
+        self._pending, self._last_seen = None, seen
+        if run is None or seen is None:
+            self._pass = None
+            return
+        t, tag = seen
+        before = (run.clock.step, run.clock.segment)
+        step = run.clock.locate(t)
+        run.calls_in_step = 0 if (step, run.clock.segment) != before else run.calls_in_step + 1
+        key = (run.calls_in_step, tag, tuple(x.shape), x.dtype, x.device)
+        slot = run.slots.setdefault(key, Slot())
+        planned_full = step >= len(run.plan) or run.plan[step]
+        fresh = (slot.cached is not None and slot.segment == run.clock.segment
+                 and slot.refreshed_step >= run.last_full[min(step, len(run.plan) - 1)])
+        self._pass = Pass(step, slot, retrieve=not planned_full and fresh, started=time.perf_counter())
+        run.stats.steps_seen.add(step)
+
+    def _end_pass(self) -> None:
+        run, p = self._run, self._pass
+        self._pass = None
+        if run is None or p is None:
+            return
+        elapsed = time.perf_counter() - p.started
+        if p.retrieve:
+            run.stats.cached_passes += 1
+            run.stats.cached_seconds += elapsed
+        else:
+            run.stats.full_passes += 1
+            run.stats.full_seconds += elapsed
+            run.stats.steps_with_full_pass.add(p.step)
+            if p.slot.cached is not None and len(p.slot.shapes) == 2 * self.layout.depth + 1:
+                p.slot.refreshed_step, p.slot.segment = p.step, run.clock.segment
+
+    def _make_wrapper(self, original: Callable, role: Role, starts: bool, ends: bool) -> Callable:
+        engine = self
+
+        def deepcache_block_forward(*args: Any, **kwargs: Any) -> Any:
+            if engine._run is None:
+                return original(*args, **kwargs)
+            if starts:
+                engine._start_pass(args[0])
+            p = engine._pass
+            if p is not None and p.retrieve and role not in engine._run.computed:
+                if role == engine._run.provider:
+                    return p.slot.cached.clone()
+                shape, dtype = p.slot.shapes[role]
+                return torch.zeros(shape, dtype=dtype, device=args[0].device)
+            out = original(*args, **kwargs)
+            if p is not None and not p.retrieve:
+                p.slot.shapes[role] = (out.shape, out.dtype)
+                if role == engine._run.provider:
+                    p.slot.cached = out.detach().clone()
+            if ends:
+                engine._end_pass()
+            return out
+
+        return deepcache_block_forward

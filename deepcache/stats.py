@@ -1,0 +1,44 @@
+"""What one sampling run did, for the console and the infotext."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunStats:
+    """Counts for one sampling run; a step counts as cached when every U-Net pass in it was served from cache."""
+
+    total_steps: int = 0
+    steps_seen: set[int] = field(default_factory=set)
+    steps_with_full_pass: set[int] = field(default_factory=set)
+    full_passes: int = 0
+    cached_passes: int = 0
+    full_seconds: float = 0.0
+    cached_seconds: float = 0.0
+
+    @property
+    def steps(self) -> int:
+        return len(self.steps_seen)
+
+    @property
+    def full_steps(self) -> int:
+        return len(self.steps_with_full_pass)
+
+    @property
+    def cached_steps(self) -> int:
+        return self.steps - self.full_steps
+
+    @property
+    def estimated_speedup(self) -> float:
+        """Passes that would all have cost a full pass, over what they cost, from this run's pass timings."""
+        if not self.full_passes or not self.cached_passes:
+            return 1.0
+        full_cost = self.full_seconds / self.full_passes
+        spent = self.full_seconds + self.cached_seconds
+        return (self.full_passes + self.cached_passes) * full_cost / spent if spent > 0 else 1.0
+
+    def summary(self) -> str:
+        """E.g. ``13/20 steps cached, 13/20 U-Net passes from cache, ~2.4x``."""
+        passes = self.full_passes + self.cached_passes
+        return (f"{self.cached_steps}/{self.steps} steps cached, {self.cached_passes}/{passes} U-Net passes "
+                f"from cache, ~{self.estimated_speedup:.1f}x")

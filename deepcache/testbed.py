@@ -1,0 +1,230 @@
+"""Real models for the benchmark and the tests: ldm's ``UNetModel`` with random, seeded weights, driven by
+k-diffusion's samplers through a classifier-free-guidance denoiser shaped like the webui's.
+
+Needs the dev dependencies (``stable-diffusion-sdkit`` for ``ldm``, ``k-diffusion``); the engine does not.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+_torchvision_ops = None  # keeps the placeholder op library alive (its definitions vanish with the object)
+
+
+def import_k_diffusion() -> Any:
+    """Import k-diffusion even beside PyPI's CUDA-built torchvision, whose import fails with CPU torch on
+    ``operator torchvision::nms does not exist``: declare the two ops its fake-kernel registrations expect
+    (never called here), instead of patching the installed torchvision."""
+    global _torchvision_ops
+    try:
+        importlib.import_module("torchvision")
+    except RuntimeError as error:
+        if "torchvision::nms" not in str(error):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        _torchvision_ops = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            _torchvision_ops.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    return importlib.import_module("k_diffusion")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A U-Net shape: ``unet`` are ldm ``UNetModel`` kwargs."""
+
+    name: str
+    unet: dict[str, Any]
+    description: str
+
+
+_SD15 = dict(in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1], num_res_blocks=2,
+             channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True, transformer_depth=1,
+             context_dim=768, legacy=False)
+ARCHS: dict[str, Arch] = {a.name: a for a in (
+    Arch("sd15", dict(_SD15, image_size=32), "SD1.5 U-Net (v1-inference config), 12/1/12 blocks, 860M params"),
+    Arch("sdxl", dict(_SD15, image_size=32, channel_mult=[1, 2, 4], attention_resolutions=[4, 2],
+                      num_heads=-1, num_head_channels=64, context_dim=2048, use_linear_in_transformer=True),
+         "SDXL-shaped U-Net: SDXL's 9/1/9 block layout, channels and context width (one transformer per level)"),
+    Arch("tiny", dict(_SD15, image_size=8, model_channels=32, num_heads=2, context_dim=32),
+         "SD1.5 block layout (12/1/12) with 32 base channels, for tests"),
+    Arch("tiny-xl", dict(_SD15, image_size=8, model_channels=32, channel_mult=[1, 2, 4], attention_resolutions=[4, 2],
+                         num_heads=2, context_dim=32), "SDXL block layout (9/1/9) with 32 base channels"),
+    Arch("tiny-inpaint", dict(_SD15, image_size=8, in_channels=9, model_channels=32, num_heads=2, context_dim=32),
+         "9-channel inpainting U-Net, SD1.5 layout, 32 base channels"),
+)}
+
+
+def build_unet(arch: str | Arch, seed: int = 0) -> nn.Module:
+    """An ldm ``UNetModel`` with seeded random weights. ldm zero-initialises the output conv, every
+    ``proj_out`` and each ResBlock's last conv; those are re-randomised so that outputs depend on inputs."""
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    spec = ARCHS[arch] if isinstance(arch, str) else arch
+    torch.manual_seed(seed)
+    unet = UNetModel(**spec.unet).eval().requires_grad_(False)
+    for module in unet.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) and not weight.any():
+            nn.init.normal_(weight, std=0.02)
+            if module.bias is not None:
+                nn.init.normal_(module.bias, std=0.02)
+    return unet
+
+
+class LatentModel(nn.Module):
+    """The part of ldm's ``LatentDiffusion`` that k-diffusion's ``CompVisDenoiser`` uses: ``alphas_cumprod``
+    of SD's scaled-linear schedule and ``apply_model``, with the U-Net at ``model.diffusion_model`` as in
+    the webui."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        from ldm.modules.diffusionmodules.util import make_beta_schedule
+
+        betas = make_beta_schedule("linear", 1000, linear_start=0.00085, linear_end=0.012)
+        self.register_buffer("alphas_cumprod", torch.cumprod(1 - torch.as_tensor(betas), 0).float())
+        self.model = nn.Module()
+        self.model.diffusion_model = unet
+
+    def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.model.diffusion_model(x, t, context=cond)
+
+
+class CFGDenoiser(nn.Module):
+    """Classifier-free guidance like A1111's: cond rows then uncond rows in one U-Net call, or in separate
+    calls (``split``), optionally dropping the uncond half on every other call below ``min_uncond_sigma``
+    (the webui's "Negative Guidance minimum sigma")."""
+
+    def __init__(self, denoiser: nn.Module, cond: torch.Tensor, uncond: torch.Tensor, scale: float = 7.0,
+                 split: bool = False, min_uncond_sigma: float = 0.0) -> None:
+        super().__init__()
+        self.inner, self.cond, self.uncond, self.scale = denoiser, cond, uncond, scale
+        self.split, self.min_uncond_sigma, self.calls = split, min_uncond_sigma, 0
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        n = x.shape[0]
+        skip_uncond = self.calls % 2 == 1 and float(sigma[0]) < self.min_uncond_sigma
+        self.calls += 1
+        if skip_uncond:
+            return self.inner(x, sigma, cond=self.cond)
+        if self.split:
+            c = self.inner(x, sigma, cond=self.cond)
+            u = self.inner(x, sigma, cond=self.uncond)
+        else:
+            c, u = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                              cond=torch.cat([self.cond, self.uncond])).split(n)
+        return u + (c - u) * self.scale
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    function: str
+    karras: bool = False
+    discard_penultimate: bool = False
+
+
+SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
+    SamplerSpec("euler", "sample_euler"),
+    SamplerSpec("euler_a", "sample_euler_ancestral"),
+    SamplerSpec("heun", "sample_heun"),
+    SamplerSpec("dpm2", "sample_dpm_2", karras=True, discard_penultimate=True),
+    SamplerSpec("lms", "sample_lms"),
+    SamplerSpec("dpmpp_2m", "sample_dpmpp_2m", karras=True),
+    SamplerSpec("dpmpp_2s_a", "sample_dpmpp_2s_ancestral", karras=True),
+    SamplerSpec("dpmpp_sde", "sample_dpmpp_sde", karras=True),
+)}
+
+
+class Pipeline:
+    """A text-free txt2img loop: seeded noise, a k-diffusion sampler (or a DDIM timestep loop), CFG."""
+
+    def __init__(self, unet: nn.Module, context_tokens: int = 8) -> None:
+        self.k = import_k_diffusion()
+        self.unet = unet
+        self.model = LatentModel(unet)
+        self.denoiser = self.k.external.CompVisDenoiser(self.model)
+        self.context_tokens = context_tokens
+
+    def conditioning(self, images: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        dim = self.unet.input_blocks[1][-1].transformer_blocks[0].attn2.to_k.in_features \
+            if hasattr(self.unet.input_blocks[1][-1], "transformer_blocks") else 32
+        cond = torch.randn(images, self.context_tokens, dim, generator=g)
+        uncond = torch.randn(images, self.context_tokens, dim, generator=g) * 0.5
+        return cond, uncond
+
+    def sigmas(self, sampler: str, steps: int) -> torch.Tensor:
+        spec = SAMPLERS[sampler]
+        n = steps + 1 if spec.discard_penultimate else steps
+        if spec.karras:
+            sigmas = self.k.sampling.get_sigmas_karras(n, self.denoiser.sigma_min.item(),
+                                                       self.denoiser.sigma_max.item())
+        else:
+            sigmas = self.denoiser.get_sigmas(n)
+        return torch.cat([sigmas[:-2], sigmas[-1:]]) if spec.discard_penultimate else sigmas
+
+    def timestep_schedule(self, sigmas: torch.Tensor) -> list[float]:
+        """The timestep the U-Net receives at each step (what ``DeepCacheEngine.begin_run`` takes)."""
+        return [float(self.denoiser.sigma_to_t(s)) for s in sigmas[:-1]]
+
+    def noise(self, images: int, size: int, seed: int = 0) -> torch.Tensor:
+        channels = self.unet.input_blocks[0][0].in_channels
+        return torch.randn(images, channels, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))
+
+    def sample(self, sampler: str, steps: int, images: int = 1, size: int = 64, seed: int = 0,
+               split: bool = False, min_uncond_sigma: float = 0.0, callback: Callable | None = None,
+               progress: bool = False) -> torch.Tensor:
+        sigmas = self.sigmas(sampler, steps)
+        cond, uncond = self.conditioning(images)
+        cfg = CFGDenoiser(self.denoiser, cond, uncond, split=split, min_uncond_sigma=min_uncond_sigma)
+        x = self.noise(images, size, seed) * sigmas[0]
+        extra = {"noise_sampler": self.k.sampling.BrownianTreeNoiseSampler(
+            x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)} if sampler == "dpmpp_sde" else {}
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return getattr(self.k.sampling, SAMPLERS[sampler].function)(
+                cfg, x, sigmas, callback=callback, disable=not progress, **extra)
+
+    def ddim_timesteps(self, steps: int) -> list[int]:
+        """A1111's DDIM timesteps (uniform, ``range(1, 1000, 1000 // steps)`` reversed) as integers."""
+        return list(range(1, 1000, 1000 // steps))[::-1][:steps]
+
+    def sample_ddim(self, steps: int, images: int = 1, size: int = 64, seed: int = 0) -> torch.Tensor:
+        """Deterministic DDIM over integer timesteps, the way A1111's timestep samplers call the model."""
+        alphas = self.model.alphas_cumprod
+        timesteps = self.ddim_timesteps(steps)
+        cond, uncond = self.conditioning(images)
+        x = self.noise(images, size, seed)
+        with torch.no_grad():
+            for i, t in enumerate(timesteps):
+                ts = torch.full((2 * images,), t, dtype=torch.long)
+                c, u = self.unet(torch.cat([x, x]), ts, context=torch.cat([cond, uncond])).split(images)
+                eps = u + (c - u) * 7.0
+                a, a_prev = alphas[t], alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0)
+                x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+                x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        return x
+
+
+def timed_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn``."""
+    import time
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
