@@ -77,6 +77,11 @@ def build_unet(arch: str | Arch, seed: int = 0) -> nn.Module:
     return unet
 
 
+def context_dim(unet: nn.Module) -> int:
+    """Width of the text conditioning the U-Net's cross-attention expects."""
+    return next(m.to_k.in_features for name, m in unet.named_modules() if name.endswith("attn2"))
+
+
 class LatentModel(nn.Module):
     """The part of ldm's ``LatentDiffusion`` that k-diffusion's ``CompVisDenoiser`` uses: ``alphas_cumprod``
     of SD's scaled-linear schedule and ``apply_model``, with the U-Net at ``model.diffusion_model`` as in
@@ -153,8 +158,7 @@ class Pipeline:
 
     def conditioning(self, images: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
-        dim = self.unet.input_blocks[1][-1].transformer_blocks[0].attn2.to_k.in_features \
-            if hasattr(self.unet.input_blocks[1][-1], "transformer_blocks") else 32
+        dim = context_dim(self.unet)
         cond = torch.randn(images, self.context_tokens, dim, generator=g)
         uncond = torch.randn(images, self.context_tokens, dim, generator=g) * 0.5
         return cond, uncond
