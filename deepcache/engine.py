@@ -14,8 +14,9 @@ and device, which only ever flow into other skipped blocks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -119,8 +120,11 @@ class DeepCacheEngine:
         self._last_seen: tuple[float, Hashable] | None = None
 
     # ---- install / uninstall -------------------------------------------------------------------------
-    def install(self, unet: nn.Module, tag_fn: TagFn | None = None) -> UNetLayout:
-        """Wrap the blocks of ``unet`` (idempotent for the same U-Net). Raises ``UnsupportedModel``."""
+    def install(self, unet: nn.Module, tag_fn: TagFn | None = None, read_calls: bool = True) -> UNetLayout:
+        """Wrap the blocks of ``unet`` (idempotent for the same U-Net). Raises ``UnsupportedModel``.
+
+        ``read_calls``: read each call's timestep with a forward pre-hook on ``unet``; pass False when the
+        caller reports calls itself through ``note_call`` (Forge's U-Net function wrapper does)."""
         if self.unet is unet:
             return self.layout
         self.uninstall()
@@ -135,7 +139,8 @@ class DeepCacheEngine:
             wrapper = self._make_wrapper(block.forward, role, role == ("in", 0), role == ("out", n - 1))
             block.forward = wrapper
             self._wrapped.append((block, previous, had_own, wrapper))
-        self._hook = unet.register_forward_pre_hook(self._read_call, with_kwargs=True)
+        if read_calls:
+            self._hook = unet.register_forward_pre_hook(self._read_call, with_kwargs=True)
         self.unet, self.layout, self._tag_fn = unet, layout, tag_fn
         return layout
 
@@ -202,14 +207,20 @@ class DeepCacheEngine:
             self._run.slots.clear()
 
     # ---- per call ----------------------------------------------------------------------------------------
+    def note_call(self, timestep: float, tag: Hashable = None) -> None:
+        """The U-Net is about to be called at ``timestep``; ``tag`` separates kinds of calls (cond/uncond)."""
+        if self._run is not None:
+            self._pending = (timestep, tag)
+
     def _read_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self._run is None:
             return
         t = args[1] if len(args) > 1 else kwargs.get("timesteps")
-        if isinstance(t, torch.Tensor):
-            t = float(t.reshape(-1)[0])
-        tag = self._tag_fn(args, kwargs) if self._tag_fn is not None else None
-        self._pending = (float(t), tag) if t is not None else None
+        if t is None:
+            self._pending = None
+            return
+        self.note_call(float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t),
+                       self._tag_fn(args, kwargs) if self._tag_fn is not None else None)
 
     def _start_pass(self, x: torch.Tensor) -> None:
         run = self._run

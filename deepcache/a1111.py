@@ -1,0 +1,115 @@
+"""AUTOMATIC1111 (1.10; 1.8/1.9 without exact schedules): where the U-Net is, and when a run starts.
+
+Imports webui modules only inside functions, so the engine stays importable without the webui.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .session import Session
+from .structure import UnsupportedModel
+
+CAPTURED = ("get_sigmas", "get_timesteps")  # the sampler methods that compute the run's schedule
+
+
+class A1111Adapter:
+    """The run begins at the first ``on_cfg_denoiser`` call (``denoiser.step == 0``), with the schedule the
+    sampler computed (captured from its ``get_sigmas``/``get_timesteps``) converted to the timesteps the
+    U-Net receives."""
+
+    name = "AUTOMATIC1111"
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.sampler: Any = None
+        self.recorded: list[float] | None = None
+        self.checkpoint: Any = None
+
+    def unet(self, p: Any) -> nn.Module:
+        from modules import sd_unet
+
+        model = p.sd_model
+        if getattr(model, "is_sd3", False):
+            raise UnsupportedModel("SD3 is an MMDiT without U-Net blocks; DeepCache supports SD1.x, SD2.x and SDXL")
+        if sd_unet.current_unet is not None:
+            raise UnsupportedModel(f"the alternative U-Net '{sd_unet.current_unet}' replaces the model's blocks")
+        diffusion_model = getattr(getattr(model, "model", None), "diffusion_model", None)
+        if diffusion_model is None:
+            raise UnsupportedModel(f"{type(model).__name__} has no model.diffusion_model")
+        return diffusion_model
+
+    def install(self, session: Session, unet: nn.Module) -> None:
+        session.engine.install(unet)
+
+    def prepare(self, p: Any, session: Session) -> None:
+        from modules import shared
+
+        self.session = session
+        self.checkpoint = getattr(shared.sd_model, "sd_checkpoint_info", None)
+        sampler = getattr(p, "sampler", None)
+        if sampler is None:  # 1.8/1.9 prepare before the sampler exists: schedule-free clock
+            return
+        self.sampler, self.recorded = sampler, None
+        for name in CAPTURED:
+            if hasattr(sampler, name) and name not in sampler.__dict__:
+                setattr(sampler, name, self._recording(getattr(sampler, name)))
+
+    def _recording(self, compute: Any) -> Any:
+        def record_schedule(*args: Any, **kwargs: Any) -> Any:
+            values = compute(*args, **kwargs)
+            self.recorded = [float(v) for v in torch.as_tensor(values).flatten()]
+            return values
+
+        record_schedule.deepcache_capture = True
+        return record_schedule
+
+    def release(self) -> None:
+        sampler, self.sampler, self.recorded = self.sampler, None, None
+        if sampler is not None:
+            for name in CAPTURED:
+                if getattr(sampler.__dict__.get(name), "deepcache_capture", False):
+                    del sampler.__dict__[name]
+
+    def on_cfg_denoiser(self, params: Any) -> None:
+        """``script_callbacks.on_cfg_denoiser``: fires before the U-Net calls of every denoiser call."""
+        session = self.session
+        if session is None or session.pending is None:
+            return
+        denoiser = getattr(params, "denoiser", None)
+        if getattr(denoiser, "step", 0) == 0:
+            first_t = self._timesteps(denoiser, [float(params.sigma[0])])[0]
+            session.begin_run(params.total_sampling_steps, self._schedule(denoiser, first_t))
+            return
+        self._check_model(session)
+
+    def _check_model(self, session: Session) -> None:
+        """The refiner may load other weights into the same model object: drop what was cached from the old."""
+        from modules import shared
+
+        checkpoint = getattr(shared.sd_model, "sd_checkpoint_info", None)
+        if checkpoint is not self.checkpoint:
+            self.checkpoint = checkpoint
+            session.engine.invalidate()
+
+    def _timesteps(self, denoiser: Any, values: list[float]) -> list[float]:
+        """Sigmas to the timesteps the U-Net receives (what k-diffusion's denoiser computes per call)."""
+        sampler = getattr(denoiser, "sampler", None)
+        if sampler is None or hasattr(sampler, "get_timesteps"):
+            return values  # timestep samplers (DDIM, PLMS, UniPC) pass the timestep itself
+        wrap = sampler.model_wrap
+        return [float(t) for t in wrap.sigma_to_t(torch.tensor(values, device=wrap.sigmas.device)).flatten()]
+
+    def _schedule(self, denoiser: Any, first_t: float) -> list[float] | None:
+        """This run's step timesteps, highest first: the captured schedule from the first call's timestep on."""
+        if not self.recorded or denoiser is None:
+            return None
+        sampler = denoiser.sampler
+        if hasattr(sampler, "get_timesteps"):
+            values = self.recorded
+        else:
+            values = self._timesteps(denoiser, [s for s in self.recorded if s > 0])
+        tolerance = 1e-4 * max(1.0, abs(first_t))
+        return sorted((t for t in values if t <= first_t + tolerance), reverse=True) or None

@@ -1,0 +1,52 @@
+"""Forge (main, backend rewrite): the U-Net lives in the ``UnetPatcher`` of ``p.sd_model.forge_objects``.
+
+Forge resets its patchers before every sampling run, so each run clones the patcher and sets a U-Net
+function wrapper on the clone (chaining the one already there, e.g. MultiDiffusion's): it tells the engine
+each call's timestep and its ``cond_or_uncond`` composition. The blocks of the shared diffusion model are
+wrapped for the generation only and unwrapped after it, like in A1111.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .a1111 import A1111Adapter
+from .session import Session
+from .structure import UnsupportedModel
+
+
+class ForgeAdapter(A1111Adapter):
+    """Same denoiser callback and sampler schedule as A1111 (Forge keeps both); a different U-Net access."""
+
+    name = "Forge"
+
+    def unet(self, p: Any) -> nn.Module:
+        patcher = p.sd_model.forge_objects.unet
+        diffusion_model = patcher.model.diffusion_model
+        config = getattr(diffusion_model, "config", None) or {}
+        if config.get("model_channels") is None:
+            raise UnsupportedModel(f"{type(diffusion_model).__name__} is not a U-Net (Flux, SD3 and Chroma are "
+                                   "transformers); DeepCache supports SD1.x, SD2.x and SDXL")
+        return diffusion_model
+
+    def install(self, session: Session, unet: nn.Module) -> None:
+        session.engine.install(unet, read_calls=False)
+
+    def prepare(self, p: Any, session: Session) -> None:
+        super().prepare(p, session)
+        patcher = p.sd_model.forge_objects.unet.clone()
+        predictor = patcher.model.predictor
+        previous = patcher.model_options.get("model_function_wrapper")
+        engine = session.engine
+
+        def deepcache_unet_wrapper(apply_model: Any, args: dict) -> torch.Tensor:
+            sigma = args["timestep"]
+            engine.note_call(float(predictor.timestep(sigma[:1])[0]), tuple(args.get("cond_or_uncond") or ()))
+            if previous is not None:
+                return previous(apply_model, args)
+            return apply_model(args["input"], sigma, **args["c"])
+
+        patcher.set_model_unet_function_wrapper(deepcache_unet_wrapper)
+        p.sd_model.forge_objects.unet = patcher

@@ -1,0 +1,153 @@
+"""Webui-independent glue between a generation (``p``) and the engine, shared by the A1111 and Forge adapters.
+
+One ``Session`` per webui process. The script calls it at the lifecycle points; the adapter says how to find
+the U-Net, how to capture the sampler's schedule and how the webui signals a step.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from torch import nn
+
+from .engine import DeepCacheEngine
+from .params import PARAM_SPECS, DeepCacheParams
+from .stats import RunStats
+from .structure import UnsupportedModel
+
+log = logging.getLogger("deepcache")
+
+STATS_KEY = PARAM_SPECS[0].label  # "DeepCache": its presence in an infotext means "enabled"
+ERROR_KEY = "DeepCache error"
+INFOTEXT_KEYS = (STATS_KEY, ERROR_KEY) + tuple(spec.label for spec in PARAM_SPECS[1:])
+OVERRIDES_ATTR = "deepcache_overrides"  # set on a copied ``p`` by the X/Y/Z axes
+
+
+class Adapter(Protocol):
+    """What a webui must provide."""
+
+    name: str
+
+    def unet(self, p: Any) -> nn.Module:
+        """The U-Net of the model ``p`` samples with; raises ``UnsupportedModel`` for anything else."""
+
+    def install(self, session: Session, unet: nn.Module) -> None:
+        """Install the session's engine on ``unet`` the way this webui reports U-Net calls."""
+
+    def prepare(self, p: Any, session: Session) -> None:
+        """Arrange for ``session.begin_run`` to be called once the run's schedule is known."""
+
+    def release(self) -> None:
+        """Undo whatever ``prepare`` attached to webui objects."""
+
+
+def resolve_params(args: Sequence[Any], overrides: dict[str, Any] | None = None) -> DeepCacheParams:
+    """Script args (UI values, API JSON) plus X/Y/Z overrides. An axis other than "enabled" turns
+    DeepCache on, so that a sweep over intervals needs no second axis."""
+    params = DeepCacheParams.from_args(args)
+    if overrides:
+        changes = dict(overrides)
+        if "enabled" not in changes:
+            changes["enabled"] = True
+        params = DeepCacheParams.from_mapping({**{s.name: getattr(params, s.name) for s in PARAM_SPECS}, **changes})
+    return params
+
+
+class Session:
+    """The state of the generation in progress: its parameters, the engine, the stats of its runs."""
+
+    def __init__(self, adapter: Adapter, engine: DeepCacheEngine | None = None) -> None:
+        self.adapter = adapter
+        self.engine = engine or DeepCacheEngine()
+        self.params: DeepCacheParams | None = None
+        self.pending: DeepCacheParams | None = None
+        self.runs: list[tuple[str, RunStats]] = []
+        self.label = self.current_label = ""
+        self.print_stats = True
+        self.warned: set[str] = set()
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    def start(self, p: Any, args: Sequence[Any]) -> DeepCacheParams | None:
+        """A new generation: drop any leftover hook, read the parameters, write their infotext."""
+        self.cleanup()
+        for key in INFOTEXT_KEYS:  # X/Y/Z cells share one dict: never carry a previous cell's keys
+            p.extra_generation_params.pop(key, None)
+        try:
+            params = resolve_params(args, getattr(p, OVERRIDES_ATTR, None))
+        except ValueError as error:
+            self.warn(f"{error}; generating without DeepCache")
+            p.extra_generation_params[ERROR_KEY] = str(error).replace(",", ";")
+            return None
+        if not params.enabled:
+            return None
+        self.params = params
+        p.extra_generation_params[STATS_KEY] = "on"
+        p.extra_generation_params.update(params.infotext())
+        return params
+
+    def before_sampling(self, p: Any, hires: bool) -> None:
+        """A sampling run is about to start (first pass, hires pass, each batch)."""
+        self.collect()
+        self.adapter.release()
+        run_params = None
+        if self.params is not None:
+            run_params = self.params.for_hires() if hires else self.params
+        if run_params is None:
+            self.pending = None
+            return
+        try:
+            self.adapter.install(self, self.adapter.unet(p))
+            if run_params.branch > self.engine.layout.max_branch:
+                raise ValueError(f"DeepCache parameter 'branch' must be int in [0, {self.engine.layout.max_branch}]"
+                                 f" for this model, got {run_params.branch}")
+        except (UnsupportedModel, ValueError) as error:
+            self.warn(f"{error}; generating without DeepCache")
+            p.extra_generation_params[ERROR_KEY] = str(error).replace(",", ";")
+            p.extra_generation_params.pop(STATS_KEY, None)
+            self.engine.uninstall()
+            self.pending = None
+            return
+        self.pending = run_params
+        self.label = "hires" if hires else ""
+        self.adapter.prepare(p, self)
+
+    def begin_run(self, total_steps: int, schedule: Sequence[float] | None) -> None:
+        """Called by the adapter at the first denoiser call of a run."""
+        if self.pending is None or not self.engine.installed:
+            return
+        self.collect()
+        self.engine.begin_run(self.pending, total_steps, schedule)
+        self.current_label = self.label
+
+    def after_sampling(self, p: Any) -> None:
+        """The batch's sampling is over (both passes): unhook, and write this batch's stats."""
+        self.collect()
+        self.engine.uninstall()
+        self.adapter.release()
+        if self.params is not None and self.runs and STATS_KEY in p.extra_generation_params:
+            p.extra_generation_params[STATS_KEY] = " + ".join(
+                (f"{label} " if label else "") + f"{s.cached_steps}/{s.steps} steps cached" for label, s in self.runs)
+        self.runs = []
+
+    def cleanup(self) -> None:
+        """Remove every hook and forget the generation (end of generation, failure, unload)."""
+        self.engine.uninstall()
+        self.adapter.release()
+        self.params = self.pending = None
+        self.runs = []
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+    def collect(self) -> None:
+        stats = self.engine.end_run()
+        if stats is not None and stats.steps:
+            self.runs.append((self.current_label, stats))
+            if self.print_stats:
+                print(f"[DeepCache]{' ' + self.current_label if self.current_label else ''} {stats.summary()}")
+
+    def warn(self, message: str) -> None:
+        """Print a warning once per process (a model DeepCache cannot handle is not news at every image)."""
+        log.warning(message)
+        if message not in self.warned:
+            self.warned.add(message)
+            print(f"[DeepCache] {message}")

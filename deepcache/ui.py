@@ -1,0 +1,44 @@
+"""Gradio controls for the script, derived from ``PARAM_SPECS`` (works with Gradio 3 in A1111 and 4 in Forge)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .params import PARAM_SPECS, ParamSpec
+
+MAIN_ROWS = (("interval", "branch"), ("start", "end"))
+
+
+def control(gr: Any, spec: ParamSpec, elem_id: Callable[[str], str], value: Any = None) -> Any:
+    """One Gradio component for a parameter: a radio for choices, a checkbox for a flag, else a slider."""
+    value = spec.default if value is None else value
+    common = dict(label=spec.label.removeprefix("DeepCache ").capitalize(), value=value,
+                  elem_id=elem_id(spec.name), elem_classes=["deepcache-control"])
+    if spec.choices:
+        return gr.Radio(choices=list(spec.choices), **common)
+    if spec.type is bool:
+        return gr.Checkbox(**common)
+    return gr.Slider(minimum=spec.minimum, maximum=spec.maximum, step=spec.step, **common)
+
+
+def build(gr: Any, accordion: Callable[..., Any], elem_id: Callable[[str], str],
+          defaults: dict[str, Any]) -> list[Any]:
+    """The accordion with the enable box in its header, the main sliders, an estimate line and an advanced
+    group; returns the components in ``PARAM_SPECS`` order (the script's positional args)."""
+    made: dict[str, Any] = {}
+    enabled = PARAM_SPECS[0]
+    with accordion(False, label=enabled.label, elem_id=elem_id("accordion")) as made[enabled.name]:
+        for row in MAIN_ROWS:
+            with gr.Row():
+                for name in row:
+                    made[name] = control(gr, _spec(name), elem_id, defaults.get(name))
+        gr.HTML('<span class="deepcache-estimate"></span>', elem_id=elem_id("estimate"))
+        with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
+            for spec in PARAM_SPECS:
+                if spec.advanced:
+                    made[spec.name] = control(gr, spec, elem_id, defaults.get(spec.name))
+    return [made[spec.name] for spec in PARAM_SPECS]
+
+
+def _spec(name: str) -> ParamSpec:
+    return next(spec for spec in PARAM_SPECS if spec.name == name)

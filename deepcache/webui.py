@@ -1,0 +1,34 @@
+"""Which webui is running, told apart at import time without importing what the other one lacks."""
+from __future__ import annotations
+
+import importlib.util
+
+from .session import Adapter
+
+
+def is_forge() -> bool:
+    return importlib.util.find_spec("modules_forge") is not None
+
+
+def detect() -> Adapter:
+    if is_forge():
+        from .forge import ForgeAdapter
+
+        return ForgeAdapter()
+    if importlib.util.find_spec("modules.sd_samplers_cfg_denoiser") is None and \
+            importlib.util.find_spec("modules.sd_samplers_kdiffusion") is None:
+        raise RuntimeError("DeepCache: no AUTOMATIC1111 or Forge webui found (no 'modules' package)")
+    from .a1111 import A1111Adapter
+
+    return A1111Adapter()
+
+
+def _has_every_sampling_hook() -> bool:
+    try:
+        from modules import scripts
+    except ImportError:
+        return False
+    return hasattr(scripts.Script, "process_before_every_sampling")
+
+
+HAS_EVERY_SAMPLING_HOOK = _has_every_sampling_hook()

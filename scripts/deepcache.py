@@ -1,0 +1,85 @@
+"""DeepCache for AUTOMATIC1111 and Forge: an AlwaysVisible script that only wires the webui's lifecycle and
+UI to the ``deepcache`` engine."""
+from __future__ import annotations
+
+import gradio as gr
+from modules import script_callbacks, scripts, shared
+from modules.ui_components import InputAccordion
+
+from deepcache import webui
+from deepcache.params import PARAM_SPECS, SPECS_BY_NAME
+from deepcache.session import STATS_KEY, Session
+from deepcache.ui import build
+
+adapter = webui.detect()
+session = Session(adapter)
+SETTINGS_SECTION = ("deepcache", "DeepCache")
+SETTING_DEFAULTS = ("interval", "branch")  # defaults a user may change in Settings
+
+
+class DeepCacheScript(scripts.Script):
+    sorting_priority = 15  # Forge: order among the built-in accordions
+
+    def title(self) -> str:
+        return "DeepCache"
+
+    def show(self, is_img2img: bool):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img: bool):
+        defaults = {name: shared.opts.data.get(f"deepcache_default_{name}", SPECS_BY_NAME[name].default)
+                    for name in SETTING_DEFAULTS}
+        controls = build(gr, InputAccordion, self.elem_id, defaults)
+        self.infotext_fields = [(controls[0], lambda d: STATS_KEY in d)] + [
+            (c, lambda d, s=spec: d.get(s.label, s.default) if STATS_KEY in d else None)
+            for c, spec in zip(controls[1:], PARAM_SPECS[1:])]
+        self.paste_field_names = [spec.label for spec in PARAM_SPECS[1:]]
+        return controls
+
+    def process(self, p, *args):
+        session.print_stats = bool(shared.opts.data.get("deepcache_console_stats", True))
+        session.start(p, args)
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        session.before_sampling(p, hires=bool(getattr(p, "is_hr_pass", False)))
+
+    def process_batch(self, p, *args, **kwargs):
+        if not webui.HAS_EVERY_SAMPLING_HOOK:  # 1.8/1.9
+            session.before_sampling(p, hires=False)
+
+    def before_hr(self, p, *args):
+        if not webui.HAS_EVERY_SAMPLING_HOOK:
+            session.before_sampling(p, hires=True)
+
+    def post_sample(self, p, ps, *args):
+        session.after_sampling(p)
+
+    def postprocess_batch(self, p, *args, **kwargs):
+        session.after_sampling(p)  # 1.6/1.7 have no post_sample; a no-op when it already ran
+
+    def postprocess(self, p, processed, *args):
+        session.cleanup()
+
+
+def on_ui_settings() -> None:
+    for name in SETTING_DEFAULTS:
+        spec = SPECS_BY_NAME[name]
+        shared.opts.add_option(f"deepcache_default_{name}", shared.OptionInfo(
+            spec.default, f"Default {spec.label.removeprefix('DeepCache ')}", gr.Slider,
+            {"minimum": spec.minimum, "maximum": spec.maximum, "step": spec.step}, section=SETTINGS_SECTION))
+    shared.opts.add_option("deepcache_console_stats", shared.OptionInfo(
+        True, "Print DeepCache stats to the console after each sampling run", section=SETTINGS_SECTION))
+
+
+def on_before_ui() -> None:
+    xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
+    if xyz is not None:
+        from deepcache.xyz import add_axes
+
+        add_axes(xyz)
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_before_ui(on_before_ui)
+script_callbacks.on_cfg_denoiser(adapter.on_cfg_denoiser)
+script_callbacks.on_script_unloaded(session.cleanup)
