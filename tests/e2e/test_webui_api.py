@@ -1,0 +1,163 @@
+"""The extension inside a real webui, through its HTTP API (see conftest.py for how to run)."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+from webui_client import SIZE, STEPS, parse_infotext
+
+from deepcache.params import DeepCacheParams
+
+ON = [True, 3, 0]
+CACHED = re.compile(r"DeepCache: \"?(\d+)/(\d+) steps cached")
+
+
+def cached_steps(infotext: str) -> tuple[int, int]:
+    match = CACHED.search(infotext)
+    assert match, f"no DeepCache stats in infotext: {infotext}"
+    return int(match.group(1)), int(match.group(2))
+
+
+@pytest.fixture(scope="module")
+def baseline(webui):
+    return webui.txt2img()
+
+
+def test_extension_is_registered(webui):
+    scripts = webui.request("/sdapi/v1/scripts").body
+    assert "deepcache" in scripts["txt2img"] and "deepcache" in scripts["img2img"]
+
+
+def test_on_caches_steps_and_off_afterwards_is_bit_identical(webui, baseline):
+    on = webui.txt2img(ON)
+    assert cached_steps(on.infotext) == (STEPS - len(range(0, STEPS, 3)), STEPS)
+    assert on.pixels() != baseline.pixels()
+    assert webui.txt2img().pixels() == baseline.pixels()
+    assert "DeepCache" not in webui.txt2img([False, 3, 0]).infotext
+
+
+def test_interval_one_is_bit_identical_to_off(webui, baseline):
+    assert webui.txt2img([True, 1, 0]).pixels() == baseline.pixels()
+
+
+@pytest.mark.parametrize("args,message", [
+    ([True, "abc"], "'interval' must be int in [1; 50]"),
+    ([True, 3, 99], "'branch' must be int in [0; 11]"),
+    ([True, 3, 0, 0.9, 0.1], "'start' (0.9) must not exceed 'end'"),
+    ([1, 3, 0], "'enabled' must be true or false"),
+    ([{"interval": 2, "nonsense": 1}], "unknown DeepCache parameter"),
+])
+def test_bad_args_are_refused_with_a_message_and_the_image_is_generated(webui, baseline, args, message):
+    result = webui.txt2img(args)
+    assert "DeepCache error" in result.infotext and message in result.infotext
+    assert not CACHED.search(result.infotext)
+    assert result.pixels() == baseline.pixels()
+
+
+def test_named_args_in_a_leading_dict(webui):
+    result = webui.txt2img([{"enabled": True, "interval": 2}])
+    assert cached_steps(result.infotext) == (STEPS // 2, STEPS)
+    assert "DeepCache interval: 2" in result.infotext
+
+
+def test_fewer_args_take_defaults_and_string_numbers_are_accepted(webui):
+    assert cached_steps(webui.txt2img([True]).infotext)[0] == STEPS - len(range(0, STEPS, 3))
+    assert "DeepCache interval: 4" in webui.txt2img(["true", "4"]).infotext
+
+
+def test_infotext_round_trip(webui):
+    args = DeepCacheParams(enabled=True, interval=4, branch=1, start=0.1, schedule="non-uniform").as_args()
+    text = webui.txt2img(args).infotext
+    parsed = parse_infotext(webui, text)
+    assert DeepCacheParams.from_infotext(parsed) == DeepCacheParams.from_args(args)
+    # the API's "infotext" field applies pasted parameters to the script's controls (1.8+)
+    pasted = webui.txt2img(infotext=text)
+    assert DeepCacheParams.from_infotext(parse_infotext(webui, pasted.infotext)) == DeepCacheParams.from_args(args)
+
+
+def test_hires_fix_pass_is_cached_with_its_own_steps(webui):
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.6,
+             "hr_second_pass_steps": 6, "hr_cfg": 7}
+    result = webui.txt2img(ON, **hires)
+    assert re.search(rf"DeepCache: \"?\d+/{STEPS} steps cached \+ hires 4/6 steps cached", result.infotext)
+    own = webui.txt2img([True, 3, 0, 0, 1, 0, "uniform", 1.4, 0.3, "own", 2, 0, 0, 1], **hires)
+    assert "hires 3/6 steps cached" in own.infotext
+    off = webui.txt2img([True, 3, 0, 0, 1, 0, "uniform", 1.4, 0.3, "off"], **hires)
+    assert cached_steps(off.infotext)[1] == STEPS and "+ hires" not in off.infotext
+
+
+def test_batches(webui):
+    result = webui.txt2img(ON, batch_size=2, n_iter=2)
+    assert len(result.body["images"]) == 4
+    assert all(cached_steps(t)[1] == STEPS for t in result.info["infotexts"])
+
+
+@pytest.mark.parametrize("extra", [
+    {"s_min_uncond": 100.0},
+    {"override_settings": {"skip_early_cond": 0.5}},
+    {"override_settings": {"batch_cond_uncond": False}},
+    {"negative_prompt": " ".join(["blurry, low quality"] * 40), "override_settings": {"pad_cond_uncond": False}},
+], ids=["ngms", "skip-early-cond", "batch-cond-uncond-off", "unequal-prompt-lengths"])
+def test_calls_that_change_batch_or_split_cond_uncond(webui, extra):
+    overridden = list(extra.get("override_settings", {}))
+    before = {k: v for k, v in webui.request("/sdapi/v1/options").body.items() if k in overridden}
+    try:
+        result = webui.txt2img(ON, **extra)
+    finally:  # A1111 does not restore overridden settings that were at their default: do it here
+        if before:
+            webui.request("/sdapi/v1/options", before)
+    cached, steps = cached_steps(result.infotext)
+    assert steps == STEPS and cached > 0
+
+
+SAMPLERS = ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE", "Euler a",
+            "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart", "DDIM", "DDIM CFG++",
+            "PLMS", "UniPC", "LCM"]
+TIMESTEP_SAMPLERS = ("DDIM", "DDIM CFG++", "PLMS", "UniPC")
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler(webui, sampler):
+    names = {s["name"] for s in webui.request("/sdapi/v1/samplers").body}
+    if sampler not in names:
+        pytest.skip(f"{sampler} is not offered by this webui")
+    result = webui.txt2img(ON, sampler_name=sampler)
+    cached, steps = cached_steps(result.infotext)
+    if sampler in TIMESTEP_SAMPLERS:  # A1111's timestep loops evaluate all but the last scheduled timestep
+        assert steps == STEPS - 1, result.infotext
+    elif sampler not in ("DPM fast", "DPM adaptive", "Restart"):  # they choose their own step counts
+        assert steps == STEPS, result.infotext
+    assert cached > 0 or sampler == "DPM adaptive"
+
+
+def test_img2img_counts_the_steps_actually_run(webui, baseline):
+    image = baseline.body["images"][0]
+    result = webui.img2img(image, ON)
+    assert cached_steps(result.infotext)[1] == int(0.5 * STEPS) + 1
+    assert webui.img2img(image).pixels() == webui.img2img(image, [False]).pixels()
+
+
+def test_xyz_grid_axes(webui, baseline):
+    info = webui.request("/sdapi/v1/script-info").body
+    xyz = next(s for s in info if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    axis_choices = next(a["choices"] for a in xyz["args"] if a["label"] == "X type")
+    x_type = axis_choices.index("[DeepCache] Interval")
+    result = webui.txt2img(script_name="x/y/z plot",
+                           script_args=[x_type, "1, 2, 3", [], 0, "", [], 0, "", [], True, False, False, False,
+                                        False, False, False, 0, False])
+    infotexts = result.info["infotexts"]
+    cells = [CACHED.search(t) for t in infotexts[1:]]
+    assert [int(c.group(1)) for c in cells] == [0, STEPS // 2, STEPS - len(range(0, STEPS, 3))]
+    assert webui.txt2img().pixels() == baseline.pixels()  # nothing leaked into later generations
+
+
+def test_interrupt_leaves_no_hook_behind(webui, baseline):
+    thread = threading.Thread(target=webui.txt2img, args=(ON,), kwargs={"steps": 40, "width": 2 * SIZE,
+                                                                          "height": 2 * SIZE})
+    thread.start()
+    time.sleep(1.0)
+    webui.request("/sdapi/v1/interrupt", {})
+    thread.join()
+    assert webui.txt2img().pixels() == baseline.pixels()

@@ -1,0 +1,88 @@
+"""HTTP client for the end-to-end tests: a running webui (A1111 or Forge) with this extension installed.
+
+Set ``WEBUI_URL`` (e.g. http://127.0.0.1:7861) to run them; without it every test here is skipped.
+``WEBUI_E2E_SIZE`` (default 64) and ``WEBUI_E2E_STEPS`` (default 8) size the images.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+URL = os.environ.get("WEBUI_URL", "").rstrip("/")
+SIZE = int(os.environ.get("WEBUI_E2E_SIZE", "64"))
+STEPS = int(os.environ.get("WEBUI_E2E_STEPS", "8"))
+
+
+@dataclass
+class Result:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.body["info"])
+
+    @property
+    def infotext(self) -> str:
+        return self.info["infotexts"][0]
+
+    def pixels(self, index: int = 0) -> bytes:
+        from PIL import Image
+
+        return Image.open(io.BytesIO(base64.b64decode(self.body["images"][index]))).convert("RGB").tobytes()
+
+
+class Webui:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def request(self, path: str, payload: dict | None = None, timeout: float = 1800) -> Result:
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return Result(response.status, json.loads(response.read() or b"{}"))
+        except urllib.error.HTTPError as error:
+            return Result(error.code, json.loads(error.read() or b"{}"))
+
+    def txt2img(self, deepcache: list | None = None, **extra: Any) -> Result:
+        payload = {"prompt": "a red cat on a blue sofa", "negative_prompt": "blurry", "width": SIZE,
+                   "height": SIZE, "steps": STEPS, "cfg_scale": 7, "sampler_name": "Euler", "seed": 1234,
+                   "batch_size": 1, "n_iter": 1, "send_images": True, "save_images": False, **extra}
+        if deepcache is not None:
+            payload.setdefault("alwayson_scripts", {})["DeepCache"] = {"args": deepcache}
+        result = self.request("/sdapi/v1/txt2img", payload)
+        assert result.status == 200, result.body
+        return result
+
+    def img2img(self, image_b64: str, deepcache: list | None = None, **extra: Any) -> Result:
+        payload = {"init_images": [image_b64], "prompt": "a red cat", "width": SIZE, "height": SIZE,
+                   "steps": STEPS, "sampler_name": "Euler", "seed": 99, "denoising_strength": 0.5,
+                   "send_images": True, "save_images": False, **extra}
+        if deepcache is not None:
+            payload["alwayson_scripts"] = {"DeepCache": {"args": deepcache}}
+        result = self.request("/sdapi/v1/img2img", payload)
+        assert result.status == 200, result.body
+        return result
+
+
+def parse_infotext(webui: Webui, text: str) -> dict[str, Any]:
+    """The webui's own parser, through the API: what "paste" and "PNG Info" see."""
+    return webui.request("/sdapi/v1/png-info", {"image": "data:image/png;base64," + png_with_text(text)}).body[
+        "parameters"]
+
+
+def png_with_text(text: str) -> str:
+    from PIL import Image, PngImagePlugin
+
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", text)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=meta)
+    return base64.b64encode(buffer.getvalue()).decode()
