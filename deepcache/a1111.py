@@ -29,9 +29,11 @@ class A1111Adapter:
         self.checkpoint: Any = None
 
     def unet(self, p: Any) -> nn.Module:
+        return self.unet_of_model(p.sd_model)
+
+    def unet_of_model(self, model: Any) -> nn.Module:
         from modules import sd_unet
 
-        model = p.sd_model
         if getattr(model, "is_sd3", False):
             raise UnsupportedModel("SD3 is an MMDiT without U-Net blocks; DeepCache supports SD1.x, SD2.x and SDXL")
         if sd_unet.current_unet is not None:

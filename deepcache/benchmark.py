@@ -1,8 +1,11 @@
 """``python -m deepcache``: time a real U-Net through a real sampler with and without DeepCache.
 
-The ideal speed-up is computed from step costs measured in the same run: a full U-Net pass, and the
+The ideal speed-up is computed from step costs measured in the same process: a full U-Net pass, and the
 minimum a retrieval step must compute (time embedding, ``input_blocks[0..k]``, ``output_blocks[n-1-k..]``,
-``out``), so *achieved / ideal* shows what the hooks, the sampler and everything else cost on top.
+``out``), so *achieved / ideal* shows what the hooks, the sampler and everything else cost on top. Times
+come from pairs of sampling runs, off then on, with the full-step cost taken from the run without
+DeepCache and the retrieval cost measured between the two; the median pair is reported, since a shared
+machine's speed drifts by tens of percent over minutes.
 """
 from __future__ import annotations
 
@@ -10,13 +13,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .engine import DeepCacheEngine
 from .params import SCHEDULES, DeepCacheParams
-from .testbed import ARCHS, SAMPLERS, Pipeline, build_unet, median, timed_calls
+from .testbed import ARCHS, SAMPLERS, Pipeline, build_unet, timed_calls
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--branch", type=int, default=0, help="cache branch k (default 0)")
     ap.add_argument("--schedule", choices=SCHEDULES, default="uniform", help="full-step placement")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per step-cost measurement (default 3)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="pairs of sampling runs without and with DeepCache; the median pair is reported (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--plot", metavar="PNG", help="write a plot: per-step time, and ideal speed-up per branch")
@@ -52,6 +58,33 @@ def shallow_pass(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, contex
     for block in unet.output_blocks[n - 1 - branch:]:
         h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
     return unet.out(h)
+
+
+@dataclass
+class Pair:
+    """One run without and one with DeepCache, back to back, and the retrieval cost measured between them.
+
+    The full-step cost is the mean pass of the run without DeepCache, so the ideal and the achieved speed-up
+    of a pair come from the same minutes of a machine whose speed drifts."""
+
+    off: tuple
+    on: tuple
+    retrieval: float
+
+    @property
+    def full_step(self) -> float:
+        stats = self.on[3]
+        return self.off[0] / (stats.full_passes + stats.cached_passes)
+
+    @property
+    def ideal(self) -> float:
+        stats = self.on[3]
+        passes = stats.full_passes + stats.cached_passes
+        return passes * self.full_step / (stats.full_passes * self.full_step + stats.cached_passes * self.retrieval)
+
+    @property
+    def achieved_over_ideal(self) -> float:
+        return self.off[0] / self.on[0] / self.ideal
 
 
 class StepTimer:
@@ -97,59 +130,63 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
         for h in hooks:
             h.remove()
         deep_mid = unet.middle_block(*_middle_inputs(unet, x, t, context))
-        full_cost = median(timed_calls(full, a.repeats))
-        branches = range(n) if a.plot else [a.branch]
-        retrieval_cost = {k: median(timed_calls(lambda k=k: shallow(k), a.repeats if k == a.branch else 1))
-                          for k in branches}
+        branch_costs = {}
+        if a.plot:  # the cost of a retrieval at every branch, relative to a full pass
+            full_cost = min(timed_calls(full, a.repeats))
+            branch_costs = {k: min(timed_calls(lambda k=k: shallow(k), a.repeats)) / full_cost for k in range(n)}
 
-        log("sampling without DeepCache")
-        off_timer = StepTimer()
-        start = time.perf_counter()
-        latent_off = pipe.sample(a.sampler, a.steps, a.images, a.size, a.seed, callback=off_timer,
-                                 progress=not a.json)
-        time_off = time.perf_counter() - start
-
-        log("sampling with DeepCache")
         engine = DeepCacheEngine()
-        engine.install(unet)
-        engine.begin_run(params, a.steps, pipe.timestep_schedule(pipe.sigmas(a.sampler, a.steps)))
-        on_timer = StepTimer()
-        start = time.perf_counter()
-        latent_on = pipe.sample(a.sampler, a.steps, a.images, a.size, a.seed, callback=on_timer,
-                                progress=not a.json)
-        time_on = time.perf_counter() - start
-        stats = engine.end_run()
+        schedule = pipe.timestep_schedule(pipe.sigmas(a.sampler, a.steps))
+        pairs = []
+        for run in range(1, a.runs + 1):
+            log(f"run {run}/{a.runs}: sampling without DeepCache")
+            off = timed_sampling(pipe, a)
+            retrieval = min(timed_calls(lambda: shallow(a.branch), a.repeats))
+            log(f"run {run}/{a.runs}: sampling with DeepCache")
+            engine.install(unet)
+            engine.begin_run(params, a.steps, schedule)
+            on = timed_sampling(pipe, a) + (engine.end_run(),)
+            engine.uninstall()
+            pairs.append(Pair(off, on, retrieval))
+        pair = sorted(pairs, key=lambda q: q.achieved_over_ideal)[len(pairs) // 2]  # the median pair
+        (time_off, latent_off, off_timer), (time_on, latent_on, on_timer, stats) = pair.off, pair.on
 
         log("installed-but-disabled overhead per U-Net call")
-        disabled, plain = [], []
+        overhead = []
         for _ in range(a.repeats):
-            disabled += timed_calls(full, 1)
-            engine.uninstall()
-            plain += timed_calls(full, 1)
             engine.install(unet)
-        engine.uninstall()
+            disabled = timed_calls(full, 1)[0]
+            engine.uninstall()
+            overhead.append(disabled / timed_calls(full, 1)[0] - 1)
 
     full_n, retr_n = stats.full_passes, stats.cached_passes
-    c_ret = retrieval_cost[a.branch]
-    ideal = (full_n + retr_n) * full_cost / (full_n * full_cost + retr_n * c_ret)
     diff = (latent_on - latent_off).abs()
     return {
         "arch": a.arch, "size": a.size, "latent": a.size // 8, "unet_batch": 2 * a.images, "sampler": a.sampler,
         "steps": a.steps, "interval": a.interval, "branch": a.branch, "schedule": a.schedule,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "runs": a.runs,
         "time_off_s": time_off, "time_on_s": time_on,
         "time_per_image_off_s": time_off / a.images, "time_per_image_on_s": time_on / a.images,
-        "speedup": time_off / time_on, "ideal_speedup": ideal, "achieved_over_ideal": time_off / time_on / ideal,
-        "full_step_s": full_cost, "retrieval_step_s": c_ret, "retrieval_over_full": c_ret / full_cost,
+        "speedup": time_off / time_on, "ideal_speedup": pair.ideal, "achieved_over_ideal": pair.achieved_over_ideal,
+        "achieved_over_ideal_per_run": [q.achieved_over_ideal for q in pairs],
+        "full_step_s": pair.full_step, "retrieval_step_s": pair.retrieval,
+        "retrieval_over_full": pair.retrieval / pair.full_step,
         "full_passes": full_n, "retrieval_passes": retr_n, "stats": stats.summary(),
         "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
         "latent_abs_mean": float(latent_off.abs().mean()),
-        "disabled_overhead": median(disabled) / median(plain) - 1,
-        "ideal_speedup_per_branch": {k: (full_n + retr_n) * full_cost / (full_n * full_cost + retr_n * c)
-                                     for k, c in retrieval_cost.items()},
+        "disabled_overhead": sorted(overhead)[len(overhead) // 2],
+        "ideal_speedup_per_branch": {k: (full_n + retr_n) / (full_n + retr_n * c) for k, c in branch_costs.items()},
+        "retrieval_over_full_per_branch": branch_costs,
         "step_times_off_s": off_timer.per_step(), "step_times_on_s": on_timer.per_step(),
         "full_steps": [i for i in range(a.steps) if i in stats.steps_with_full_pass],
     }
+
+
+def timed_sampling(pipe: Pipeline, a: argparse.Namespace) -> tuple[float, torch.Tensor, StepTimer]:
+    timer = StepTimer()
+    start = time.perf_counter()
+    latent = pipe.sample(a.sampler, a.steps, a.images, a.size, a.seed, callback=timer, progress=not a.json)
+    return time.perf_counter() - start, latent, timer
 
 
 def _middle_inputs(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> tuple:
@@ -176,7 +213,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"retrieval passes ({r['stats']})",
         f"final latent |diff|: max {r['max_abs_diff']:.4f}, mean {r['mean_abs_diff']:.4f} "
         f"(mean |latent| {r['latent_abs_mean']:.4f})",
-        f"installed but disabled: {100 * r['disabled_overhead']:+.2f}% per U-Net call",
+        f"installed but disabled: {100 * r['disabled_overhead']:+.2f}% per U-Net call (median of paired calls); "
+        f"achieved/ideal per run pair: {', '.join(f'{100 * v:.1f}%' for v in r['achieved_over_ideal_per_run'])}",
     ])
 
 

@@ -22,8 +22,8 @@ class ForgeAdapter(A1111Adapter):
 
     name = "Forge"
 
-    def unet(self, p: Any) -> nn.Module:
-        patcher = p.sd_model.forge_objects.unet
+    def unet_of_model(self, model: Any) -> nn.Module:
+        patcher = model.forge_objects.unet
         diffusion_model = patcher.model.diffusion_model
         config = getattr(diffusion_model, "config", None) or {}
         if config.get("model_channels") is None:

@@ -32,6 +32,9 @@ class Adapter(Protocol):
     def unet(self, p: Any) -> nn.Module:
         """The U-Net of the model ``p`` samples with; raises ``UnsupportedModel`` for anything else."""
 
+    def unet_of_model(self, model: Any) -> nn.Module:
+        """The U-Net of a loaded model (``shared.sd_model``)."""
+
     def install(self, session: Session, unet: nn.Module) -> None:
         """Install the session's engine on ``unet`` the way this webui reports U-Net calls."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .estimate import estimate_html
 from .params import PARAM_SPECS, ParamSpec
 
 MAIN_ROWS = (("interval", "branch"), ("start", "end"))
@@ -22,9 +23,10 @@ def control(gr: Any, spec: ParamSpec, elem_id: Callable[[str], str], value: Any 
 
 
 def build(gr: Any, accordion: Callable[..., Any], elem_id: Callable[[str], str],
-          defaults: dict[str, Any]) -> list[Any]:
+          defaults: dict[str, Any], max_branch: Callable[[], int]) -> list[Any]:
     """The accordion with the enable box in its header, the main sliders, an estimate line and an advanced
-    group; returns the components in ``PARAM_SPECS`` order (the script's positional args)."""
+    group; returns the components in ``PARAM_SPECS`` order (the script's positional args). Turning it on
+    sets the branch sliders' maximum to what the loaded model has (11 for SD1/SD2, 8 for SDXL)."""
     made: dict[str, Any] = {}
     enabled = PARAM_SPECS[0]
     with accordion(False, label=enabled.label, elem_id=elem_id("accordion")) as made[enabled.name]:
@@ -32,11 +34,13 @@ def build(gr: Any, accordion: Callable[..., Any], elem_id: Callable[[str], str],
             with gr.Row():
                 for name in row:
                     made[name] = control(gr, _spec(name), elem_id, defaults.get(name))
-        gr.HTML('<span class="deepcache-estimate"></span>', elem_id=elem_id("estimate"))
+        gr.HTML(estimate_html(), elem_id=elem_id("estimate"))
         with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
             for spec in PARAM_SPECS:
                 if spec.advanced:
                     made[spec.name] = control(gr, spec, elem_id, defaults.get(spec.name))
+    made["enabled"].change(fn=lambda: [gr.update(maximum=max_branch())] * 2, inputs=[],
+                           outputs=[made["branch"], made["hr_branch"]], show_progress=False)
     return [made[spec.name] for spec in PARAM_SPECS]
 
 

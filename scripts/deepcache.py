@@ -9,6 +9,7 @@ from modules.ui_components import InputAccordion
 from deepcache import webui
 from deepcache.params import PARAM_SPECS, SPECS_BY_NAME
 from deepcache.session import STATS_KEY, Session
+from deepcache.structure import inspect_unet
 from deepcache.ui import build
 
 adapter = webui.detect()
@@ -29,7 +30,7 @@ class DeepCacheScript(scripts.Script):
     def ui(self, is_img2img: bool):
         defaults = {name: shared.opts.data.get(f"deepcache_default_{name}", SPECS_BY_NAME[name].default)
                     for name in SETTING_DEFAULTS}
-        controls = build(gr, InputAccordion, self.elem_id, defaults)
+        controls = build(gr, InputAccordion, self.elem_id, defaults, loaded_max_branch)
         self.infotext_fields = [(controls[0], lambda d: STATS_KEY in d)] + [
             (c, lambda d, s=spec: d.get(s.label, s.default) if STATS_KEY in d else None)
             for c, spec in zip(controls[1:], PARAM_SPECS[1:])]
@@ -59,6 +60,14 @@ class DeepCacheScript(scripts.Script):
 
     def postprocess(self, p, processed, *args):
         session.cleanup()
+
+
+def loaded_max_branch() -> int:
+    """The deepest branch the loaded model has (its maximum in the UI); the spec's when it cannot be told."""
+    try:
+        return inspect_unet(adapter.unet_of_model(shared.sd_model)).max_branch
+    except Exception:
+        return SPECS_BY_NAME["branch"].maximum
 
 
 def on_ui_settings() -> None:

@@ -1,0 +1,61 @@
+// DeepCache: a live estimate of the speed-up under the sliders, and tooltips from the parameters' help texts.
+// The numbers come from the server (deepcache/estimate.py) in the estimate element's data attributes.
+(function() {
+    function value(tab, id) {
+        var el = gradioApp().querySelector('#script_' + tab + '_deepcache_' + id + ' input[type=number]');
+        return el ? parseFloat(el.value) : NaN;
+    }
+
+    function fullSteps(steps, interval, start, end, finalFull) {
+        // the uniform rule of deepcache/schedule.py: full outside [start, end) and in the last steps,
+        // inside it the first step of the window and then every interval-th
+        var full = 0, first = -1;
+        for (var i = 0; i < steps; i++) {
+            var inWindow = start * steps <= i + 1e-9 && i + 1e-9 < end * steps && i < steps - finalFull;
+            if (!inWindow) { full++; continue; }
+            if (first < 0) first = i;
+            if ((i - first) % interval === 0) full++;
+        }
+        return full;
+    }
+
+    function update(tab, span) {
+        var stepsInput = gradioApp().querySelector('#' + tab + '_steps input[type=number]');
+        var steps = stepsInput ? Math.round(parseFloat(stepsInput.value)) : NaN;
+        var interval = value(tab, 'interval'), branch = value(tab, 'branch');
+        if (!(steps > 0 && interval >= 1 && branch >= 0)) return;
+        var costs = JSON.parse(span.dataset.costs);
+        var full = fullSteps(steps, interval, value(tab, 'start') || 0, isNaN(value(tab, 'end')) ? 1 : value(tab, 'end'),
+            value(tab, 'final_full_steps') || 0);
+        var cost = costs[Math.min(branch, costs.length - 1)];
+        var speedup = steps / (full + (steps - full) * cost);
+        span.textContent = '≈' + speedup.toFixed(1) + '× faster (estimate): ' + full + ' of ' + steps +
+            ' steps run the whole U-Net, ' + (steps - full) + ' reuse its deep features';
+    }
+
+    function setup(tab) {
+        var span = gradioApp().querySelector('#script_' + tab + '_deepcache_estimate .deepcache-estimate');
+        if (!span || span.dataset.ready) return;
+        span.dataset.ready = '1';
+        var help = JSON.parse(span.dataset.help);
+        Object.keys(help).forEach(function(name) {
+            var el = gradioApp().getElementById('script_' + tab + '_deepcache_' + name);
+            if (el) el.title = help[name];
+        });
+        var accordion = gradioApp().getElementById('script_' + tab + '_deepcache_accordion');
+        if (accordion) accordion.title = help.enabled;
+        var watched = [gradioApp().getElementById(tab + '_steps')].concat(
+            ['interval', 'branch', 'start', 'end', 'final_full_steps'].map(function(name) {
+                return gradioApp().getElementById('script_' + tab + '_deepcache_' + name);
+            }));
+        watched.forEach(function(el) {
+            if (el) el.addEventListener('input', function() { update(tab, span); });
+        });
+        update(tab, span);
+    }
+
+    onUiLoaded(function() {
+        setup('txt2img');
+        setup('img2img');
+    });
+})();

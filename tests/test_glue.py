@@ -1,0 +1,158 @@
+"""The glue that needs no webui: args, X/Y/Z axes, the session lifecycle and the A1111 adapter, with small
+doubles of the webui objects (tests/webui_doubles.py) around a real U-Net and real k-diffusion sigmas."""
+import copy
+import types
+
+import pytest
+import torch
+from webui_doubles import CFGDenoiserParams, Denoiser, KDiffusionSampler, Processing, install_modules, remove_modules
+
+from deepcache import DeepCacheParams, UnsupportedModel
+from deepcache.a1111 import A1111Adapter
+from deepcache.session import ERROR_KEY, STATS_KEY, Session, resolve_params
+from deepcache.testbed import build_unet
+from deepcache.xyz import AXIS_PARAMS, add_axes, apply_param, confirm_param
+
+
+def test_xyz_overrides_apply_to_the_cell_copy_only():
+    p = types.SimpleNamespace()
+    cell = copy.copy(p)
+    apply_param("interval")(cell, 5, [5])
+    apply_param("branch")(cell, 2, [2])
+    assert not hasattr(p, "deepcache_overrides")
+    params = resolve_params([False, 3, 0], cell.deepcache_overrides)
+    assert (params.enabled, params.interval, params.branch) == (True, 5, 2)  # an axis turns it on
+    assert not resolve_params([True], {"enabled": False, "interval": 4}).enabled
+
+
+def test_xyz_confirm_rejects_bad_values():
+    with pytest.raises(ValueError, match="'branch' must be int in"):
+        confirm_param("branch")(None, [0, 12])
+    confirm_param("start")(None, [0.0, 0.5])
+
+
+class XyzGrid:
+    """The parts of scripts/xyz_grid.py that extensions use."""
+
+    class AxisOption:
+        def __init__(self, label, type, apply, confirm=None, choices=None):
+            self.label, self.type, self.apply, self.confirm, self.choices = label, type, apply, confirm, choices
+
+    @staticmethod
+    def boolean_choice(reverse=False):
+        return lambda: ["False", "True"] if reverse else ["True", "False"]
+
+    def __init__(self):
+        self.axis_options = [self.AxisOption("Nothing", str, None)]
+
+
+def test_axes_are_added_once():
+    grid = XyzGrid()
+    assert add_axes(grid) and not add_axes(grid)
+    labels = [o.label for o in grid.axis_options[1:]]
+    assert labels == ["[DeepCache] Enabled", "[DeepCache] Interval", "[DeepCache] Branch", "[DeepCache] Start",
+                      "[DeepCache] End"] and len(labels) == len(AXIS_PARAMS)
+    cell = types.SimpleNamespace()
+    grid.axis_options[1].apply(cell, "False", ["True", "False"])
+    assert cell.deepcache_overrides == {"enabled": False}
+
+
+@pytest.fixture
+def webui(tiny_unet, pipe):
+    model = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=tiny_unet), sd_checkpoint_info="a")
+    shared = install_modules(model)
+    yield types.SimpleNamespace(shared=shared, model=model, pipe=pipe)
+    remove_modules()
+
+
+def generation(webui, args, steps=9, session=None):
+    """What A1111 does for one txt2img batch, calling the script's hooks in its order."""
+    session = session or Session(A1111Adapter())
+    adapter = session.adapter
+    sigmas = webui.pipe.sigmas("euler", steps)
+    p = Processing(webui.model, sampler=KDiffusionSampler(webui.pipe.denoiser, sigmas))
+    p.extra_generation_params[ERROR_KEY] = "left over from a previous X/Y/Z cell"
+    session.start(p, args)
+    session.before_sampling(p, hires=False)
+    p.sampler.get_sigmas(p, steps)
+    denoiser = Denoiser(p.sampler)
+
+    def model(x, sigma, **kwargs):
+        adapter.on_cfg_denoiser(CFGDenoiserParams(sigma, steps, denoiser))
+        denoiser.step += 1
+        return webui.pipe.denoiser(x, sigma, cond=kwargs["cond"])
+
+    cond, _ = webui.pipe.conditioning(1)
+    with torch.no_grad():
+        latent = webui.pipe.k.sampling.sample_euler(model, webui.pipe.noise(1, 64) * sigmas[0], sigmas,
+                                                    extra_args={"cond": cond}, disable=True)
+    session.after_sampling(p)
+    return p, session, latent
+
+
+def test_a1111_lifecycle_caches_with_the_captured_schedule(webui):
+    p, session, latent = generation(webui, [True, 3, 0])
+    assert p.extra_generation_params[STATS_KEY] == "6/9 steps cached"
+    assert ERROR_KEY not in p.extra_generation_params
+    assert not session.engine.installed and "get_sigmas" not in vars(p.sampler)
+    off_p, _, off = generation(webui, [False])
+    assert STATS_KEY not in off_p.extra_generation_params
+    assert not torch.equal(latent, off)
+
+
+def test_bad_args_generate_without_deepcache_and_say_why(webui):
+    p, session, latent = generation(webui, [True, "often"])
+    assert "'interval' must be int" in p.extra_generation_params[ERROR_KEY]
+    assert STATS_KEY not in p.extra_generation_params
+    assert torch.equal(latent, generation(webui, [False])[2])
+
+
+def test_a_model_without_unet_blocks_warns_once_and_generates_normally(webui, capsys):
+    normal = generation(webui, [False])[2]
+    webui.model.is_sd3 = True
+    p, session, latent = generation(webui, [True])
+    generation(webui, [True], session=session)
+    assert "SD3 is an MMDiT" in p.extra_generation_params[ERROR_KEY]
+    assert STATS_KEY not in p.extra_generation_params
+    assert torch.equal(latent, normal)
+    assert capsys.readouterr().out.count("SD3 is an MMDiT") == 1
+    with pytest.raises(UnsupportedModel):
+        A1111Adapter().unet(p)
+
+
+def test_branch_deeper_than_the_model_is_refused(webui):
+    p, _, _ = generation(webui, [True, 3, 11])
+    assert STATS_KEY in p.extra_generation_params  # tiny has 12 input blocks: 11 is fine
+    webui.model.model.diffusion_model = build_unet("tiny-xl")
+    p, _, _ = generation(webui, [True, 3, 11])
+    assert "must be int in [0; 8]" in p.extra_generation_params[ERROR_KEY]
+
+
+def test_weights_changing_under_the_model_drop_the_cache(webui):
+    adapter = A1111Adapter()
+    session = Session(adapter)
+    p = Processing(webui.model)
+    session.start(p, [True])
+    session.before_sampling(p, hires=False)
+    session.begin_run(6, [900, 800, 700, 600, 500, 400])
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
+    unet = webui.model.model.diffusion_model
+    with torch.no_grad():
+        unet(x, torch.full((2,), 900.0), context=ctx)
+        webui.shared.sd_model.sd_checkpoint_info = "refiner"
+        adapter.on_cfg_denoiser(CFGDenoiserParams(torch.tensor([1.0]), 6, Denoiser(None, step=1)))
+        unet(x, torch.full((2,), 800.0), context=ctx)
+    assert session.engine.stats.cached_passes == 0
+    session.cleanup()
+
+
+def test_hires_pass_uses_its_own_parameters(webui):
+    session = Session(A1111Adapter())
+    p = Processing(webui.model)
+    session.start(p, DeepCacheParams(enabled=True, hr_mode="own", hr_interval=2).as_args())
+    session.before_sampling(p, hires=True)
+    assert session.pending.interval == 2
+    session.cleanup()
+    session.start(p, DeepCacheParams(enabled=True, hr_mode="off").as_args())
+    session.before_sampling(p, hires=True)
+    assert session.pending is None and not session.engine.installed

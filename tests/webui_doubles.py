@@ -1,0 +1,58 @@
+"""Small stand-ins for the webui's ``modules.*`` objects the adapters touch, faithful to
+../shared/design/webui-interfaces.md: ``shared.sd_model`` (with ``sd_checkpoint_info``), ``sd_unet.current_unet``,
+a processing object ``p`` with ``extra_generation_params``, a sampler with ``get_sigmas`` and ``model_wrap``,
+and the ``CFGDenoiserParams`` passed to ``on_cfg_denoiser``."""
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def install_modules(sd_model: Any) -> types.SimpleNamespace:
+    """Register fake ``modules.shared`` and ``modules.sd_unet`` in ``sys.modules``; returns ``shared``."""
+    shared = types.SimpleNamespace(sd_model=sd_model, opts=types.SimpleNamespace(data={}))
+    sd_unet = types.SimpleNamespace(current_unet=None)
+    package = types.ModuleType("modules")
+    package.shared, package.sd_unet = shared, sd_unet
+    sys.modules.update({"modules": package, "modules.shared": shared, "modules.sd_unet": sd_unet})
+    return shared
+
+
+def remove_modules() -> None:
+    for name in ("modules", "modules.shared", "modules.sd_unet"):
+        sys.modules.pop(name, None)
+
+
+@dataclass
+class Processing:
+    """``StableDiffusionProcessing``: the fields the script reads and writes."""
+
+    sd_model: Any
+    sampler: Any = None
+    is_hr_pass: bool = False
+    extra_generation_params: dict = field(default_factory=dict)
+
+
+class KDiffusionSampler:
+    """A1111's ``KDiffusionSampler``: ``get_sigmas(p, steps)`` and ``model_wrap`` (k-diffusion's denoiser)."""
+
+    def __init__(self, model_wrap: Any, sigmas: Any) -> None:
+        self.model_wrap, self._sigmas = model_wrap, sigmas
+
+    def get_sigmas(self, p: Any, steps: int) -> Any:
+        return self._sigmas
+
+
+@dataclass
+class Denoiser:
+    sampler: Any
+    step: int = 0
+
+
+@dataclass
+class CFGDenoiserParams:
+    sigma: Any
+    total_sampling_steps: int
+    denoiser: Any
