@@ -2,21 +2,28 @@
 
 The ideal speed-up is computed from step costs measured in the same process: a full U-Net pass, and the
 minimum a retrieval step must compute (time embedding, ``input_blocks[0..k]``, ``output_blocks[n-1-k..]``,
-``out``), so *achieved / ideal* shows what the hooks, the sampler and everything else cost on top. Times
-come from pairs of sampling runs, off then on, with the full-step cost taken from the run without
-DeepCache and the retrieval cost measured between the two; the median pair is reported, since a shared
-machine's speed drifts by tens of percent over minutes.
+``out``), so *achieved / ideal* shows what the hooks, the sampler and everything else cost on top.
+
+A shared machine's speed drifts by tens of percent within minutes, so the samplings run in *lockstep*:
+one without DeepCache, one with the engine installed but disabled and one with DeepCache, each on its own
+copy of the U-Net, take turns step by step, and each is timed only on its turns. The full-step cost is the
+mean step of the run without DeepCache; the retrieval cost is measured between runs. The median of
+``--runs`` lockstep runs is reported.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from .engine import DeepCacheEngine
 from .params import SCHEDULES, DeepCacheParams
@@ -34,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--branch", type=int, default=0, help="cache branch k (default 0)")
     ap.add_argument("--schedule", choices=SCHEDULES, default="uniform", help="full-step placement")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per step-cost measurement (default 3)")
-    ap.add_argument("--runs", type=int, default=3,
-                    help="pairs of sampling runs without and with DeepCache; the median pair is reported (default 3)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="lockstep runs (off, disabled, on); the median run is reported (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--plot", metavar="PNG", help="write a plot: per-step time, and ideal speed-up per branch")
@@ -60,44 +67,95 @@ def shallow_pass(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, contex
     return unet.out(h)
 
 
+class Lockstep:
+    """Lets several samplings, each in its own thread, take turns one sampler step at a time, and times
+    each only while it has the turn (the sampler callback, once per step, hands the turn on)."""
+
+    def __init__(self, names: list[str], on_step: Callable[[], Any] = lambda: None) -> None:
+        self.names, self.turn, self.done, self.on_step = names, 0, set(), on_step
+        self.cv = threading.Condition()
+        self.steps: dict[str, list[float]] = {name: [] for name in names}
+        self.started = 0.0
+
+    def _wait(self, name: str) -> None:
+        while self.names[self.turn] != name:
+            self.cv.wait()
+        self.started = time.perf_counter()
+
+    def _pass_on(self, name: str) -> None:
+        self.steps[name].append(time.perf_counter() - self.started)
+        self.on_step()
+        for _ in self.names:
+            self.turn = (self.turn + 1) % len(self.names)
+            if self.names[self.turn] not in self.done:
+                break
+        self.cv.notify_all()
+
+    def run(self, name: str, sample: Callable[[Callable], Any]) -> Any:
+        """Run ``sample(callback)`` in turns with the others (call from the thread of ``name``)."""
+        def callback(_: dict) -> None:
+            with self.cv:
+                self._pass_on(name)
+                self._wait(name)
+
+        with self.cv:
+            self._wait(name)
+        try:
+            return sample(callback)
+        finally:
+            with self.cv:
+                self.done.add(name)
+                self._pass_on(name)
+
+    def total(self, name: str) -> float:
+        return sum(self.steps[name])
+
+
 @dataclass
-class Pair:
-    """One run without and one with DeepCache, back to back, and the retrieval cost measured between them.
+class Run:
+    """One lockstep run and the retrieval cost measured just before it."""
 
-    The full-step cost is the mean pass of the run without DeepCache, so the ideal and the achieved speed-up
-    of a pair come from the same minutes of a machine whose speed drifts."""
-
-    off: tuple
-    on: tuple
+    clock: Lockstep
+    latents: dict[str, torch.Tensor]
+    stats: Any
     retrieval: float
 
     @property
     def full_step(self) -> float:
-        stats = self.on[3]
-        return self.off[0] / (stats.full_passes + stats.cached_passes)
+        return self.clock.total("off") / (self.stats.full_passes + self.stats.cached_passes)
 
     @property
     def ideal(self) -> float:
-        stats = self.on[3]
-        passes = stats.full_passes + stats.cached_passes
-        return passes * self.full_step / (stats.full_passes * self.full_step + stats.cached_passes * self.retrieval)
+        full, cached = self.stats.full_passes, self.stats.cached_passes
+        return (full + cached) * self.full_step / (full * self.full_step + cached * self.retrieval)
+
+    @property
+    def speedup(self) -> float:
+        return self.clock.total("off") / self.clock.total("on")
 
     @property
     def achieved_over_ideal(self) -> float:
-        return self.off[0] / self.on[0] / self.ideal
+        return self.speedup / self.ideal
+
+    @property
+    def disabled_overhead(self) -> float:
+        return self.clock.total("disabled") / self.clock.total("off") - 1
 
 
-class StepTimer:
-    """Sampler callback recording when each step's model evaluation finished."""
+def lockstep(samplings: dict[str, Callable[[Callable], Any]],
+             on_step: Callable[[], Any] = lambda: None) -> tuple[Lockstep, dict[str, Any]]:
+    clock, results = Lockstep(list(samplings), on_step), {}
 
-    def __init__(self) -> None:
-        self.marks = [time.perf_counter()]
+    def worker(name: str) -> None:
+        with torch.no_grad():
+            results[name] = clock.run(name, samplings[name])
 
-    def __call__(self, _: dict) -> None:
-        self.marks.append(time.perf_counter())
-
-    def per_step(self) -> list[float]:
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+    threads = [threading.Thread(target=worker, args=(name,)) for name in samplings]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return clock, results
 
 
 def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
@@ -135,29 +193,26 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
             full_cost = min(timed_calls(full, a.repeats))
             branch_costs = {k: min(timed_calls(lambda k=k: shallow(k), a.repeats)) / full_cost for k in range(n)}
 
-        engine = DeepCacheEngine()
+        log("copying the U-Net for the lockstep samplings")
+        pipes = {"off": pipe, "disabled": Pipeline(copy.deepcopy(unet)), "on": Pipeline(copy.deepcopy(unet))}
+        engines = {name: DeepCacheEngine() for name in ("disabled", "on")}
+        for name, engine in engines.items():
+            engine.install(pipes[name].unet)
         schedule = pipe.timestep_schedule(pipe.sigmas(a.sampler, a.steps))
-        pairs = []
+        runs = []
+        bar = tqdm(total=a.runs * len(pipes) * (a.steps + 1), desc="sampler steps", disable=a.json, file=sys.stderr)
         for run in range(1, a.runs + 1):
-            log(f"run {run}/{a.runs}: sampling without DeepCache")
-            off = timed_sampling(pipe, a)
+            log(f"lockstep run {run}/{a.runs}: off, installed-but-disabled and DeepCache, a step each in turn")
             retrieval = min(timed_calls(lambda: shallow(a.branch), a.repeats))
-            log(f"run {run}/{a.runs}: sampling with DeepCache")
-            engine.install(unet)
-            engine.begin_run(params, a.steps, schedule)
-            on = timed_sampling(pipe, a) + (engine.end_run(),)
+            engines["on"].begin_run(params, a.steps, schedule)
+            clock, latents = lockstep({name: lambda cb, name=name: pipes[name].sample(
+                a.sampler, a.steps, a.images, a.size, a.seed, callback=cb) for name in pipes}, bar.update)
+            runs.append(Run(clock, latents, engines["on"].end_run(), retrieval))
+        bar.close()
+        for engine in engines.values():
             engine.uninstall()
-            pairs.append(Pair(off, on, retrieval))
-        pair = sorted(pairs, key=lambda q: q.achieved_over_ideal)[len(pairs) // 2]  # the median pair
-        (time_off, latent_off, off_timer), (time_on, latent_on, on_timer, stats) = pair.off, pair.on
-
-        log("installed-but-disabled overhead per U-Net call")
-        overhead = []
-        for _ in range(a.repeats):
-            engine.install(unet)
-            disabled = timed_calls(full, 1)[0]
-            engine.uninstall()
-            overhead.append(disabled / timed_calls(full, 1)[0] - 1)
+        median_run = sorted(runs, key=lambda r: r.achieved_over_ideal)[len(runs) // 2]
+        stats, latent_off, latent_on = median_run.stats, median_run.latents["off"], median_run.latents["on"]
 
     full_n, retr_n = stats.full_passes, stats.cached_passes
     diff = (latent_on - latent_off).abs()
@@ -165,28 +220,23 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
         "arch": a.arch, "size": a.size, "latent": a.size // 8, "unet_batch": 2 * a.images, "sampler": a.sampler,
         "steps": a.steps, "interval": a.interval, "branch": a.branch, "schedule": a.schedule,
         "torch_threads": torch.get_num_threads(), "runs": a.runs,
-        "time_off_s": time_off, "time_on_s": time_on,
-        "time_per_image_off_s": time_off / a.images, "time_per_image_on_s": time_on / a.images,
-        "speedup": time_off / time_on, "ideal_speedup": pair.ideal, "achieved_over_ideal": pair.achieved_over_ideal,
-        "achieved_over_ideal_per_run": [q.achieved_over_ideal for q in pairs],
-        "full_step_s": pair.full_step, "retrieval_step_s": pair.retrieval,
-        "retrieval_over_full": pair.retrieval / pair.full_step,
+        "time_off_s": median_run.clock.total("off"), "time_on_s": median_run.clock.total("on"),
+        "time_per_image_off_s": median_run.clock.total("off") / a.images,
+        "time_per_image_on_s": median_run.clock.total("on") / a.images,
+        "speedup": median_run.speedup, "ideal_speedup": median_run.ideal,
+        "achieved_over_ideal": median_run.achieved_over_ideal,
+        "achieved_over_ideal_per_run": [r.achieved_over_ideal for r in runs],
+        "full_step_s": median_run.full_step, "retrieval_step_s": median_run.retrieval,
+        "retrieval_over_full": median_run.retrieval / median_run.full_step,
         "full_passes": full_n, "retrieval_passes": retr_n, "stats": stats.summary(),
         "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
         "latent_abs_mean": float(latent_off.abs().mean()),
-        "disabled_overhead": sorted(overhead)[len(overhead) // 2],
+        "disabled_overhead": sorted(r.disabled_overhead for r in runs)[len(runs) // 2],
         "ideal_speedup_per_branch": {k: (full_n + retr_n) / (full_n + retr_n * c) for k, c in branch_costs.items()},
         "retrieval_over_full_per_branch": branch_costs,
-        "step_times_off_s": off_timer.per_step(), "step_times_on_s": on_timer.per_step(),
+        "step_times_off_s": median_run.clock.steps["off"], "step_times_on_s": median_run.clock.steps["on"],
         "full_steps": [i for i in range(a.steps) if i in stats.steps_with_full_pass],
     }
-
-
-def timed_sampling(pipe: Pipeline, a: argparse.Namespace) -> tuple[float, torch.Tensor, StepTimer]:
-    timer = StepTimer()
-    start = time.perf_counter()
-    latent = pipe.sample(a.sampler, a.steps, a.images, a.size, a.seed, callback=timer, progress=not a.json)
-    return time.perf_counter() - start, latent, timer
 
 
 def _middle_inputs(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> tuple:
@@ -213,8 +263,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"retrieval passes ({r['stats']})",
         f"final latent |diff|: max {r['max_abs_diff']:.4f}, mean {r['mean_abs_diff']:.4f} "
         f"(mean |latent| {r['latent_abs_mean']:.4f})",
-        f"installed but disabled: {100 * r['disabled_overhead']:+.2f}% per U-Net call (median of paired calls); "
-        f"achieved/ideal per run pair: {', '.join(f'{100 * v:.1f}%' for v in r['achieved_over_ideal_per_run'])}",
+        f"installed but disabled: {100 * r['disabled_overhead']:+.2f}% of the time without DeepCache; "
+        f"achieved/ideal per lockstep run: {', '.join(f'{100 * v:.1f}%' for v in r['achieved_over_ideal_per_run'])}",
     ])
 
 

@@ -176,11 +176,8 @@ class DeepCacheEngine:
         self.end_run()
         if self.layout is None or not params.enabled:
             return
-        n = self.layout.depth
-        k = params.branch
-        if k > self.layout.max_branch:
-            raise ValueError(f"DeepCache parameter 'branch' must be int in [0, {self.layout.max_branch}] for this "
-                             f"model ({n} input blocks), got {k}")
+        self.check_branch(params.branch)
+        n, k = self.layout.depth, params.branch
         plan = plan_full_steps(params, total_steps)
         last_full, latest = [], 0
         for i, full in enumerate(plan):
@@ -190,6 +187,12 @@ class DeepCacheEngine:
         provider = ("out", n - 2 - k) if k < n - 1 else ("mid", 0)
         self._run = Run(params, plan, tuple(last_full), StepClock(schedule), computed, provider)
         self._run.stats.total_steps = total_steps
+
+    def check_branch(self, branch: int) -> None:
+        """Raise ``ValueError`` when the installed U-Net has no branch ``branch`` (SDXL stops at 8)."""
+        if branch > self.layout.max_branch:
+            raise ValueError(f"DeepCache parameter 'branch' must be int in [0, {self.layout.max_branch}] for this "
+                             f"model ({self.layout.depth} input blocks), got {branch}")
 
     def end_run(self) -> RunStats | None:
         """Finish the current run, drop its cached tensors and return its stats (None if there was none)."""

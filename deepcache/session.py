@@ -66,7 +66,7 @@ class Session:
         self.params: DeepCacheParams | None = None
         self.pending: DeepCacheParams | None = None
         self.runs: list[tuple[str, RunStats]] = []
-        self.label = self.current_label = ""
+        self.pending_label = self.run_label = ""  # "hires" for the hires-fix pass
         self.print_stats = True
         self.warned: set[str] = set()
 
@@ -101,9 +101,7 @@ class Session:
             return
         try:
             self.adapter.install(self, self.adapter.unet(p))
-            if run_params.branch > self.engine.layout.max_branch:
-                raise ValueError(f"DeepCache parameter 'branch' must be int in [0, {self.engine.layout.max_branch}]"
-                                 f" for this model, got {run_params.branch}")
+            self.engine.check_branch(run_params.branch)
         except (UnsupportedModel, ValueError) as error:
             self.warn(f"{error}; generating without DeepCache")
             p.extra_generation_params[ERROR_KEY] = str(error).replace(",", ";")
@@ -112,7 +110,7 @@ class Session:
             self.pending = None
             return
         self.pending = run_params
-        self.label = "hires" if hires else ""
+        self.pending_label = "hires" if hires else ""
         self.adapter.prepare(p, self)
 
     def begin_run(self, total_steps: int, schedule: Sequence[float] | None) -> None:
@@ -121,7 +119,7 @@ class Session:
             return
         self.collect()
         self.engine.begin_run(self.pending, total_steps, schedule)
-        self.current_label = self.label
+        self.run_label = self.pending_label
 
     def after_sampling(self, p: Any) -> None:
         """The batch's sampling is over (both passes): unhook, and write this batch's stats."""
@@ -144,9 +142,9 @@ class Session:
     def collect(self) -> None:
         stats = self.engine.end_run()
         if stats is not None and stats.steps:
-            self.runs.append((self.current_label, stats))
+            self.runs.append((self.run_label, stats))
             if self.print_stats:
-                print(f"[DeepCache]{' ' + self.current_label if self.current_label else ''} {stats.summary()}")
+                print(f"[DeepCache]{' ' + self.run_label if self.run_label else ''} {stats.summary()}")
 
     def warn(self, message: str) -> None:
         """Print a warning once per process (a model DeepCache cannot handle is not news at every image)."""

@@ -125,7 +125,7 @@ def test_branch_deeper_than_the_model_is_refused(webui):
     assert STATS_KEY in p.extra_generation_params  # tiny has 12 input blocks: 11 is fine
     webui.model.model.diffusion_model = build_unet("tiny-xl")
     p, _, _ = generation(webui, [True, 3, 11])
-    assert "must be int in [0; 8]" in p.extra_generation_params[ERROR_KEY]
+    assert "must be int in [0; 8] for this model" in p.extra_generation_params[ERROR_KEY]
 
 
 def test_weights_changing_under_the_model_drop_the_cache(webui):

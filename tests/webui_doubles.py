@@ -56,3 +56,35 @@ class CFGDenoiserParams:
     sigma: Any
     total_sampling_steps: int
     denoiser: Any
+
+
+class UnetPatcher:
+    """Forge's ``UnetPatcher``: ``clone()`` deep-copies ``model_options`` and shares ``model``; the U-Net
+    function wrapper lives in the single slot ``model_options["model_function_wrapper"]``."""
+
+    def __init__(self, model: Any, model_options: dict | None = None) -> None:
+        self.model, self.model_options = model, model_options or {}
+
+    def clone(self) -> UnetPatcher:
+        import copy
+
+        return UnetPatcher(self.model, copy.deepcopy(self.model_options))
+
+    def set_model_unet_function_wrapper(self, wrapper: Any) -> None:
+        self.model_options["model_function_wrapper"] = wrapper
+
+
+def forge_apply(patcher: UnetPatcher, x: Any, sigma: Any, context: Any, cond_or_uncond: list[int]) -> Any:
+    """How Forge's ``calc_cond_uncond_batch`` reaches the U-Net: through the wrapper when one is set, with
+    ``KModel.apply_model`` converting sigma to the timestep the U-Net receives."""
+    model = patcher.model
+
+    def apply_model(x, sigma, c_crossattn=None, transformer_options=None):
+        t = model.predictor.timestep(sigma)
+        return model.diffusion_model(x, t, context=c_crossattn, transformer_options=transformer_options)
+
+    c = {"c_crossattn": context, "transformer_options": {"cond_or_uncond": list(cond_or_uncond)}}
+    wrapper = patcher.model_options.get("model_function_wrapper")
+    if wrapper is None:
+        return apply_model(x, sigma, **c)
+    return wrapper(apply_model, {"input": x, "timestep": sigma, "c": c, "cond_or_uncond": cond_or_uncond})
