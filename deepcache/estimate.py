@@ -11,7 +11,7 @@ import json
 
 from .params import PARAM_SPECS
 
-RETRIEVAL_COST: tuple[float, ...] = (0.06, 0.17, 0.28, 0.33, 0.45, 0.55, 0.61, 0.71, 0.77, 0.8, 0.88, 0.95)
+RETRIEVAL_COST: tuple[float, ...] = (0.06, 0.19, 0.28, 0.33, 0.45, 0.52, 0.59, 0.67, 0.8, 0.87, 0.87, 0.91)
 
 
 def estimate_html() -> str:
