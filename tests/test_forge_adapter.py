@@ -1,8 +1,9 @@
 """The Forge adapter with a faithful double of Forge's ``UnetPatcher`` around a real U-Net."""
 import types
 
+import pytest
 import torch
-from webui_doubles import Processing, UnetPatcher, forge_apply
+from webui_doubles import Processing, UnetPatcher, forge_apply, install_modules, remove_modules
 
 from deepcache.forge import ForgeAdapter
 from deepcache.session import Session
@@ -18,13 +19,23 @@ class Predictor:
         return (sigma.log()[None] - self.sigmas.log()[:, None]).abs().argmin(dim=0).view(sigma.shape).float()
 
 
-def forge_model(pipe, previous_wrapper=None):
-    kmodel = types.SimpleNamespace(diffusion_model=pipe.unet, predictor=Predictor(pipe.model.alphas_cumprod))
-    options = {"model_function_wrapper": previous_wrapper} if previous_wrapper else {}
-    return types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=UnetPatcher(kmodel, options)))
+@pytest.fixture
+def forge_model(pipe):
+    """``p.sd_model`` of Forge (also ``shared.sd_model``): the U-Net behind ``forge_objects.unet``."""
+
+    def make(previous_wrapper=None):
+        kmodel = types.SimpleNamespace(diffusion_model=pipe.unet, predictor=Predictor(pipe.model.alphas_cumprod))
+        options = {"model_function_wrapper": previous_wrapper} if previous_wrapper else {}
+        model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=UnetPatcher(kmodel, options)),
+                                      sd_checkpoint_info="model")
+        install_modules(model)
+        return model
+
+    yield make
+    remove_modules()
 
 
-def test_forge_clones_the_patcher_chains_the_wrapper_and_keys_by_cond_or_uncond(pipe, monkeypatch):
+def test_forge_clones_the_patcher_chains_the_wrapper_and_keys_by_cond_or_uncond(pipe, forge_model, monkeypatch):
     monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)  # Forge's U-Net config
     seen = []
 
@@ -32,7 +43,7 @@ def test_forge_clones_the_patcher_chains_the_wrapper_and_keys_by_cond_or_uncond(
         seen.append(args["cond_or_uncond"])
         return apply_model(args["input"], args["timestep"], **args["c"])
 
-    sd_model = forge_model(pipe, multidiffusion)
+    sd_model = forge_model(multidiffusion)
     original = sd_model.forge_objects.unet
     session = Session(ForgeAdapter())
     p = Processing(sd_model)
@@ -56,9 +67,9 @@ def test_forge_clones_the_patcher_chains_the_wrapper_and_keys_by_cond_or_uncond(
     assert not session.engine.installed and "forward" not in vars(pipe.unet.input_blocks[0])
 
 
-def test_a_transformer_model_is_declined(pipe, monkeypatch):
+def test_a_transformer_model_is_declined(pipe, forge_model, monkeypatch):
     monkeypatch.setattr(pipe.unet, "config", {"model_channels": None}, raising=False)  # what Flux reports
-    p = Processing(forge_model(pipe))
+    p = Processing(forge_model())
     session = Session(ForgeAdapter())
     session.start(p, [True])
     session.before_sampling(p, hires=False)
