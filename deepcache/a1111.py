@@ -80,10 +80,11 @@ class A1111Adapter:
         session = self.session
         if session is None or session.pending is None:
             return
-        denoiser = getattr(params, "denoiser", None)
+        denoiser = getattr(params, "denoiser", None)  # 1.8+
         if getattr(denoiser, "step", 0) == 0:
-            first_t = self._timesteps(denoiser, [float(params.sigma[0])])[0]
-            session.begin_run(params.total_sampling_steps, self._schedule(denoiser, first_t))
+            sampler = getattr(denoiser, "sampler", None)
+            first_t = self._call_timestep(sampler, float(params.sigma[0]))
+            session.begin_run(params.total_sampling_steps, self._schedule(sampler, first_t))
             return
         self._check_model(session)
 
@@ -96,22 +97,25 @@ class A1111Adapter:
             self.checkpoint = checkpoint
             session.engine.invalidate()
 
-    def _timesteps(self, denoiser: Any, values: list[float]) -> list[float]:
-        """Sigmas to the timesteps the U-Net receives (what k-diffusion's denoiser computes per call)."""
-        sampler = getattr(denoiser, "sampler", None)
+    def _call_timestep(self, sampler: Any, sigma: float) -> float:
+        """The timestep the U-Net receives for the ``sigma`` that ``on_cfg_denoiser`` reports; A1111's timestep
+        samplers (DDIM, PLMS, UniPC) report the timestep itself."""
         if sampler is None or hasattr(sampler, "get_timesteps"):
-            return values  # timestep samplers (DDIM, PLMS, UniPC) pass the timestep itself
-        wrap = sampler.model_wrap
-        return [float(t) for t in wrap.sigma_to_t(torch.tensor(values, device=wrap.sigmas.device)).flatten()]
+            return sigma
+        return self._sigmas_to_timesteps(sampler, [sigma])[0]
 
-    def _schedule(self, denoiser: Any, first_t: float) -> list[float] | None:
+    def _sigmas_to_timesteps(self, sampler: Any, sigmas: list[float]) -> list[float]:
+        """What k-diffusion's denoiser (``model_wrap``) computes for the U-Net from each sigma."""
+        wrap = sampler.model_wrap
+        return [float(t) for t in wrap.sigma_to_t(torch.tensor(sigmas, device=wrap.sigmas.device)).flatten()]
+
+    def _schedule(self, sampler: Any, first_t: float) -> list[float] | None:
         """This run's step timesteps, highest first: the captured schedule from the first call's timestep on."""
-        if not self.recorded or denoiser is None:
+        if not self.recorded or sampler is None:
             return None
-        sampler = denoiser.sampler
         if hasattr(sampler, "get_timesteps"):
             values = self.recorded
         else:
-            values = self._timesteps(denoiser, [s for s in self.recorded if s > 0])
+            values = self._sigmas_to_timesteps(sampler, [s for s in self.recorded if s > 0])
         tolerance = 1e-4 * max(1.0, abs(first_t))
         return sorted((t for t in values if t <= first_t + tolerance), reverse=True) or None

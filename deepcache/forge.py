@@ -22,6 +22,10 @@ class ForgeAdapter(A1111Adapter):
 
     name = "Forge"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.predictor: Any = None  # the model's sigma <-> timestep mapping, set by prepare()
+
     def unet_of_model(self, model: Any) -> nn.Module:
         patcher = model.forge_objects.unet
         diffusion_model = patcher.model.diffusion_model
@@ -37,7 +41,7 @@ class ForgeAdapter(A1111Adapter):
     def prepare(self, p: Any, session: Session) -> None:
         super().prepare(p, session)
         patcher = p.sd_model.forge_objects.unet.clone()
-        predictor = patcher.model.predictor
+        predictor = self.predictor = patcher.model.predictor
         previous = patcher.model_options.get("model_function_wrapper")
         engine = session.engine
 
@@ -50,3 +54,7 @@ class ForgeAdapter(A1111Adapter):
 
         patcher.set_model_unet_function_wrapper(deepcache_unet_wrapper)
         p.sd_model.forge_objects.unet = patcher
+
+    def _call_timestep(self, sampler: Any, sigma: float) -> float:
+        """Forge turns a timestep sampler's timestep into a sigma before ``on_cfg_denoiser``: always a sigma."""
+        return float(self.predictor.timestep(torch.tensor([sigma]))[0])

@@ -73,6 +73,10 @@ def test_infotext_round_trip(webui):
     parsed = parse_infotext(webui, text)
     assert DeepCacheParams.from_infotext(parsed) == DeepCacheParams.from_args(args)
     # the API's "infotext" field applies pasted parameters to the script's controls (1.8+)
+    plain = webui.request("/sdapi/v1/txt2img", {"prompt": "x", "steps": 1, "width": 64, "height": 64,
+                                                "infotext": "x\nSteps: 1, Seed: 1, Size: 64x64"})
+    if plain.status != 200:
+        pytest.skip(f"this webui's API 'infotext' field fails without DeepCache too: {plain.body}")
     pasted = webui.txt2img(infotext=text)
     assert DeepCacheParams.from_infotext(parse_infotext(webui, pasted.infotext)) == DeepCacheParams.from_args(args)
 
@@ -80,6 +84,8 @@ def test_infotext_round_trip(webui):
 def test_hires_fix_pass_is_cached_with_its_own_steps(webui):
     hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.6,
              "hr_second_pass_steps": 6, "hr_cfg": 7}
+    if webui.is_forge:  # Forge's API fails on a hires request that does not name its modules
+        hires["hr_additional_modules"] = ["Use same choices"]
     result = webui.txt2img(ON, **hires)
     assert re.search(rf"DeepCache: \"?\d+/{STEPS} steps cached \+ hires 4/6 steps cached", result.infotext)
     own = webui.txt2img([True, 3, 0, 0, 1, 0, "uniform", 1.4, 0.3, "own", 2, 0, 0, 1], **hires)

@@ -41,6 +41,13 @@ class Result:
 class Webui:
     def __init__(self, url: str) -> None:
         self.url = url
+        self._forge: bool | None = None
+
+    @property
+    def is_forge(self) -> bool:
+        if self._forge is None:
+            self._forge = "forge_additional_modules" in self.request("/sdapi/v1/options").body
+        return self._forge
 
     def request(self, path: str, payload: dict | None = None, timeout: float = 1800) -> Result:
         data = None if payload is None else json.dumps(payload).encode()
