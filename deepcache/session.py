@@ -128,7 +128,7 @@ class Session:
         self.adapter.release()
         if self.params is not None and self.runs and STATS_KEY in p.extra_generation_params:
             p.extra_generation_params[STATS_KEY] = " + ".join(
-                (f"{label} " if label else "") + f"{s.cached_steps}/{s.steps} steps cached" for label, s in self.runs)
+                (f"{label} " if label else "") + stats.cached_text() for label, stats in self.runs)
         self.runs = []
 
     def cleanup(self) -> None:

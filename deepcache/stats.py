@@ -21,11 +21,18 @@ class RunStats:
         return len(self.steps_seen)
 
     @property
+    def planned_steps(self) -> int:
+        """The run's length: its planned steps, or more where the sampler chose more (DPM adaptive)."""
+        return max(self.total_steps, self.steps)
+
+    @property
     def full_steps(self) -> int:
         return len(self.steps_with_full_pass)
 
     @property
     def cached_steps(self) -> int:
+        """Steps whose every U-Net pass came from cache (a step the hooks never saw, e.g. after a refiner
+        switch to another U-Net, ran in full)."""
         return self.steps - self.full_steps
 
     @property
@@ -37,8 +44,12 @@ class RunStats:
         spent = self.full_seconds + self.cached_seconds
         return (self.full_passes + self.cached_passes) * full_cost / spent if spent > 0 else 1.0
 
+    def cached_text(self) -> str:
+        """The infotext's form: ``13/20 steps cached``."""
+        return f"{self.cached_steps}/{self.planned_steps} steps cached"
+
     def summary(self) -> str:
         """E.g. ``13/20 steps cached, 13/20 U-Net passes from cache, ~2.4x``."""
         passes = self.full_passes + self.cached_passes
-        return (f"{self.cached_steps}/{self.steps} steps cached, {self.cached_passes}/{passes} U-Net passes "
+        return (f"{self.cached_text()}, {self.cached_passes}/{passes} U-Net passes "
                 f"from cache, ~{self.estimated_speedup:.1f}x")
