@@ -27,7 +27,6 @@ from .stats import RunStats
 from .structure import UNetLayout, inspect_unet
 
 Role = tuple[str, int]  # ("in", i), ("mid", 0) or ("out", j)
-TagFn = Callable[[tuple, dict], Hashable]
 
 
 class StepClock:
@@ -111,16 +110,16 @@ class DeepCacheEngine:
     def __init__(self) -> None:
         self.unet: nn.Module | None = None
         self.layout: UNetLayout | None = None
-        self._wrapped: list[tuple[nn.Module, Any, bool, Callable]] = []
+        self._wrapped: list[tuple[nn.Module, Any, Callable]] = []
         self._hook = None
-        self._tag_fn: TagFn | None = None
+        self._install_token = object()  # wrappers of an earlier install, left inside someone's wrapper, go inert
         self._run: Run | None = None
         self._pass: Pass | None = None
         self._pending: tuple[float, Hashable] | None = None
         self._last_seen: tuple[float, Hashable] | None = None
 
     # ---- install / uninstall -------------------------------------------------------------------------
-    def install(self, unet: nn.Module, tag_fn: TagFn | None = None, read_calls: bool = True) -> UNetLayout:
+    def install(self, unet: nn.Module, read_calls: bool = True) -> UNetLayout:
         """Wrap the blocks of ``unet`` (idempotent for the same U-Net). Raises ``UnsupportedModel``.
 
         ``read_calls``: read each call's timestep with a forward pre-hook on ``unet``; pass False when the
@@ -130,36 +129,36 @@ class DeepCacheEngine:
         self.uninstall()
         layout = inspect_unet(unet)
         n = layout.depth
+        self._install_token = token = object()
         roles: list[tuple[nn.Module, Role]] = [(b, ("in", i)) for i, b in enumerate(layout.input_blocks)]
         roles.append((layout.middle_block, ("mid", 0)))
         roles += [(b, ("out", j)) for j, b in enumerate(layout.output_blocks)]
         for block, role in roles:
-            had_own = "forward" in block.__dict__
-            previous = block.__dict__.get("forward")
-            wrapper = self._make_wrapper(block.forward, role, role == ("in", 0), role == ("out", n - 1))
+            previous = block.__dict__.get("forward")  # an instance-level forward someone set before us
+            wrapper = self._make_wrapper(block.forward, role, role == ("in", 0), role == ("out", n - 1), token)
             block.forward = wrapper
-            self._wrapped.append((block, previous, had_own, wrapper))
+            self._wrapped.append((block, previous, wrapper))
         if read_calls:
             self._hook = unet.register_forward_pre_hook(self._read_call, with_kwargs=True)
-        self.unet, self.layout, self._tag_fn = unet, layout, tag_fn
+        self.unet, self.layout = unet, layout
         return layout
 
     def uninstall(self) -> None:
         """Remove everything DeepCache put on the model. A block whose ``forward`` someone else replaced after
-        us keeps theirs (we cannot unwrap it without breaking them); our wrapper inside it is inert by then."""
+        us keeps theirs (we cannot unwrap it without breaking them); our wrapper inside it only passes through."""
         self.end_run()
-        for block, previous, had_own, wrapper in self._wrapped:
+        self._install_token = object()
+        for block, previous, wrapper in self._wrapped:
             if block.__dict__.get("forward") is wrapper:
-                if had_own:
-                    block.forward = previous
-                else:
+                if previous is None:
                     del block.__dict__["forward"]
+                else:
+                    block.forward = previous
         self._wrapped.clear()
         if self._hook is not None:
             self._hook.remove()
         self._hook = None
         self.unet = self.layout = None
-        self._tag_fn = None
 
     @property
     def installed(self) -> bool:
@@ -222,8 +221,7 @@ class DeepCacheEngine:
         if t is None:
             self._pending = None
             return
-        self.note_call(float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t),
-                       self._tag_fn(args, kwargs) if self._tag_fn is not None else None)
+        self.note_call(float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t))
 
     def _start_pass(self, x: torch.Tensor) -> None:
         run = self._run
@@ -260,11 +258,11 @@ class DeepCacheEngine:
             if p.slot.cached is not None and len(p.slot.shapes) == 2 * self.layout.depth + 1:
                 p.slot.refreshed_step, p.slot.segment = p.step, run.clock.segment
 
-    def _make_wrapper(self, original: Callable, role: Role, starts: bool, ends: bool) -> Callable:
+    def _make_wrapper(self, original: Callable, role: Role, starts: bool, ends: bool, token: object) -> Callable:
         engine = self
 
         def deepcache_block_forward(*args: Any, **kwargs: Any) -> Any:
-            if engine._run is None:
+            if engine._run is None or engine._install_token is not token:
                 return original(*args, **kwargs)
             if starts:
                 engine._start_pass(args[0])

@@ -277,3 +277,22 @@ def test_no_memory_growth_over_100_runs(tiny_unet):
         engine.end_run()
     assert live_tensors() <= baseline
     engine.uninstall()
+
+
+def test_a_wrapper_left_inside_someone_elses_stays_inert_after_reinstall(tiny_unet):
+    """Another extension wrapped input_blocks[0] after us: uninstall leaves their wrapper (and ours inside it)
+    in place, and after a new install the old wrapper must not count passes a second time."""
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    block = tiny_unet.input_blocks[0]
+    ours = block.forward
+    block.forward = lambda *a, **k: ours(*a, **k)
+    engine.uninstall()
+    try:
+        x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
+        engine.install(tiny_unet)  # keeps their wrapper: it is not ours to replace
+        _, stats = calls(engine, tiny_unet, [(x, ctx)])
+        assert (stats.full_passes, stats.cached_passes) == (2, 4)
+    finally:
+        engine.uninstall()
+        del block.forward
