@@ -183,8 +183,7 @@ class Pipeline:
         return torch.randn(images, channels, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))
 
     def sample(self, sampler: str, steps: int, images: int = 1, size: int = 64, seed: int = 0,
-               split: bool = False, min_uncond_sigma: float = 0.0, callback: Callable | None = None,
-               progress: bool = False) -> torch.Tensor:
+               split: bool = False, min_uncond_sigma: float = 0.0, callback: Callable | None = None) -> torch.Tensor:
         sigmas = self.sigmas(sampler, steps)
         cond, uncond = self.conditioning(images)
         cfg = CFGDenoiser(self.denoiser, cond, uncond, split=split, min_uncond_sigma=min_uncond_sigma)
@@ -194,7 +193,7 @@ class Pipeline:
         torch.manual_seed(seed)
         with torch.no_grad():
             return getattr(self.k.sampling, SAMPLERS[sampler].function)(
-                cfg, x, sigmas, callback=callback, disable=not progress, **extra)
+                cfg, x, sigmas, callback=callback, disable=True, **extra)
 
     def ddim_timesteps(self, steps: int) -> list[int]:
         """A1111's DDIM timesteps (uniform, ``range(1, 1000, 1000 // steps)`` reversed) as integers."""
