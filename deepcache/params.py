@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 SCHEDULES = ("uniform", "non-uniform")
+# What a JSON client sends for a number in a string: ASCII digits only ("3", " 3 ", "3.0", "1e1"); float() alone
+# would also take "٣", "3_0", "inf" and "nan".
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_BLANKS = " \t\r\n"
 HIRES_MODES = ("same", "own", "off")
 
 
@@ -38,33 +43,41 @@ class ParamSpec:
         return f"{self.type.__name__} in [{_fmt(self.minimum)}, {_fmt(self.maximum)}]"
 
     def coerce(self, value: Any) -> Any:
-        """Convert a UI/API/infotext value to this type, or raise ``ValueError`` naming the parameter."""
+        """Convert a UI/API/infotext value to this type, or raise ``ValueError`` naming the parameter.
+
+        Never raises anything else, whatever ``value`` is (an int of 400 digits, a list, a NaN)."""
         try:
             converted = self._convert(value)
-        except (TypeError, ValueError):
-            converted = None
-        if converted is None or not self._in_range(converted):
-            raise ValueError(f"DeepCache parameter '{self.name}' must be {self.allowed()}, got {value!r}")
+            valid = converted is not None and self._in_range(converted)
+        except (ArithmeticError, TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(f"DeepCache parameter '{self.name}' must be {self.allowed()}, got {_short_repr(value)}")
         return converted
 
     def _convert(self, value: Any) -> Any:
         if self.type is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-                return value.strip().lower() == "true"
+            if isinstance(value, str) and value.strip(_BLANKS).lower() in ("true", "false"):
+                return value.strip(_BLANKS).lower() == "true"
             return None
         if isinstance(value, bool):
             return None
         if self.type is str:
             return value if isinstance(value, str) else None
         if isinstance(value, str):
-            value = float(value.strip())
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            text = value.strip(_BLANKS)
+            if not _NUMBER.fullmatch(text):
+                return None
+            value = float(text)
+        if isinstance(value, int):
+            return value if self.type is int else float(value)  # float() of a huge int raises OverflowError
+        if not isinstance(value, float) or not math.isfinite(value):
             return None
         if self.type is int:
-            return int(value) if float(value).is_integer() else None
-        return float(value)
+            return int(value) if value.is_integer() else None
+        return value
 
     def _in_range(self, value: Any) -> bool:
         if self.choices is not None:
@@ -72,6 +85,17 @@ class ParamSpec:
         if self.minimum is not None and value < self.minimum:
             return False
         return self.maximum is None or value <= self.maximum
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: a 400-digit number or a long list must not flood the infotext."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"<int of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
+    try:
+        text = repr(value)
+    except Exception:  # a value whose repr fails is still refused with a message
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _fmt(x: float | None) -> str:
@@ -162,9 +186,9 @@ class DeepCacheParams:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> DeepCacheParams:
-        unknown = sorted(set(values) - set(SPECS_BY_NAME))
+        unknown = sorted(_short_repr(key) for key in values if key not in SPECS_BY_NAME)
         if unknown:
-            raise ValueError(f"unknown DeepCache parameter(s) {unknown}; known: {list(SPECS_BY_NAME)}")
+            raise ValueError(f"unknown DeepCache parameter(s) {', '.join(unknown)}; known: {', '.join(SPECS_BY_NAME)}")
         return cls(**dict(values))
 
     def replace(self, **changes: Any) -> DeepCacheParams:

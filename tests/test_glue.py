@@ -29,6 +29,8 @@ def test_xyz_confirm_rejects_bad_values():
     with pytest.raises(ValueError, match="'branch' must be int in"):
         confirm_param("branch")(None, [0, 12])
     confirm_param("start")(None, [0.0, 0.5])
+    with pytest.raises(ValueError, match="'interval' must be int in"):  # not OverflowError (HTTP 500)
+        confirm_param("interval")(None, [3, 10**400])
 
 
 class XyzGrid:
@@ -104,6 +106,12 @@ def test_bad_args_generate_without_deepcache_and_say_why(webui):
     p, session, latent = generation(webui, [True, "often"])
     assert "'interval' must be int" in p.extra_generation_params[ERROR_KEY]
     assert STATS_KEY not in p.extra_generation_params
+    assert torch.equal(latent, generation(webui, [False])[2])
+
+
+def test_an_int_too_big_for_a_float_is_refused_like_any_bad_value(webui):
+    p, _, latent = generation(webui, [True, 10**400])
+    assert "'interval' must be int" in p.extra_generation_params[ERROR_KEY]
     assert torch.equal(latent, generation(webui, [False])[2])
 
 

@@ -66,3 +66,41 @@ def test_hires_parameters():
     assert (own.interval, own.branch, own.start, own.end) == (2, 1, 0.1, 1.0)
     assert p.replace(hr_mode="off").for_hires() is None
     assert DeepCacheParams().for_hires() is None
+
+
+@pytest.mark.parametrize("value", [10**400, -10**400, 10**5000, "1" + "0" * 400, "1e400"],
+                         ids=["1e400", "-1e400", "1e5000", "str-1e400", "str-float-1e400"])
+def test_numbers_too_big_for_a_float_are_refused_not_raised(value):
+    for args in ([True, value], [True, 3, 0, value], [{"enabled": True, "pow": value}]):
+        with pytest.raises(ValueError, match="must be") as err:
+            DeepCacheParams.from_args(args)
+        assert len(str(err.value)) < 200  # the value is named, not printed in full
+
+
+@pytest.mark.parametrize("text,expected", [("3", 3), (" 3 ", 3), ("3.0", 3), ("+3", 3), ("\t4\n", 4), ("1e1", 10)])
+def test_ascii_number_strings_are_accepted(text, expected):
+    assert DeepCacheParams.from_args([True, text]).interval == expected
+
+
+@pytest.mark.parametrize("text", ["\u0663", "\uff13", "3_0", "inf", "nan", "0x3", "\u20033", "3\u00a0", "", " ", "٣.0"])
+def test_other_number_strings_are_refused(text):
+    with pytest.raises(ValueError, match="'interval' must be int"):
+        DeepCacheParams.from_args([True, text])
+
+
+def test_fuzzed_args_only_ever_raise_value_error():
+    import random
+
+    rng = random.Random(1234)
+    atoms = [None, True, False, 0, -1, 3, 2**63, 10**400, 1.5, float("nan"), float("inf"), -0.0, "", "3", "true",
+             "\u0663", "x" * 10_000, [], [3], {}, {"interval": 3}, (1, 2), b"3", object(), 1j]
+    names = [spec.name for spec in PARAM_SPECS] + ["bogus", "", "\u00e9"]
+    for _ in range(2000):
+        if rng.random() < 0.3:
+            args = [{rng.choice(names): rng.choice(atoms) for _ in range(rng.randint(0, 4))}]
+        else:
+            args = [rng.choice(atoms) for _ in range(rng.randint(0, len(PARAM_SPECS) + 2))]
+        try:
+            DeepCacheParams.from_args(args)
+        except ValueError as error:
+            assert "DeepCache" in str(error)
