@@ -27,6 +27,11 @@ from .stats import RunStats
 from .structure import UNetLayout, inspect_unet
 
 Role = tuple[str, int]  # ("in", i), ("mid", 0) or ("out", j)
+OWNER_ATTR = "_deepcache_engine"  # on a hooked U-Net: the engine whose wrappers are on its blocks
+
+
+class EngineConflict(RuntimeError):
+    """Another DeepCache engine already hooks this U-Net; wrappers of two engines must never stack."""
 
 
 class StepClock:
@@ -126,6 +131,9 @@ class DeepCacheEngine:
         caller reports calls itself through ``note_call`` (Forge's U-Net function wrapper does)."""
         if self.unet is unet:
             return self.layout
+        owner = unet.__dict__.get(OWNER_ATTR)
+        if owner is not None:
+            raise EngineConflict("this U-Net is already hooked by another DeepCache engine; uninstall that one first")
         self.uninstall()
         layout = inspect_unet(unet)
         n = layout.depth
@@ -140,6 +148,7 @@ class DeepCacheEngine:
             self._wrapped.append((block, previous, wrapper))
         if read_calls:
             self._hook = unet.register_forward_pre_hook(self._read_call, with_kwargs=True)
+        unet.__dict__[OWNER_ATTR] = self
         self.unet, self.layout = unet, layout
         return layout
 
@@ -158,6 +167,8 @@ class DeepCacheEngine:
         if self._hook is not None:
             self._hook.remove()
         self._hook = None
+        if self.unet is not None and self.unet.__dict__.get(OWNER_ATTR) is self:
+            del self.unet.__dict__[OWNER_ATTR]
         self.unet = self.layout = None
 
     @property

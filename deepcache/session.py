@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from .engine import DeepCacheEngine
+from .engine import DeepCacheEngine, EngineConflict
 from .params import PARAM_SPECS, DeepCacheParams
 from .stats import RunStats
 from .structure import UnsupportedModel
@@ -102,7 +102,7 @@ class Session:
         try:
             self.adapter.install(self, self.adapter.unet(p))
             self.engine.check_branch(run_params.branch)
-        except (UnsupportedModel, ValueError) as error:
+        except (UnsupportedModel, EngineConflict, ValueError) as error:
             self.warn(f"{error}; generating without DeepCache")
             p.extra_generation_params[ERROR_KEY] = str(error).replace(",", ";")
             p.extra_generation_params.pop(STATS_KEY, None)

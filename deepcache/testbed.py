@@ -17,11 +17,14 @@ from torch import nn
 _torchvision_ops = None  # keeps the placeholder op library alive (its definitions vanish with the object)
 
 
-def import_k_diffusion() -> Any:
-    """Import k-diffusion even beside PyPI's CUDA-built torchvision, whose import fails with CPU torch on
-    ``operator torchvision::nms does not exist``: declare the two ops its fake-kernel registrations expect
-    (never called here), instead of patching the installed torchvision."""
+def make_torchvision_importable() -> None:
+    """Let ``import torchvision`` work beside CPU torch. PyPI's torchvision 0.28 is a CUDA build whose import
+    fails on ``operator torchvision::nms does not exist``; declaring the two ops its fake-kernel registrations
+    expect (never called here) fixes that without patching the installed package. Anything that may import
+    torchvision (k-diffusion, diffusers) needs this first: the test session does it once in ``conftest.py``."""
     global _torchvision_ops
+    if _torchvision_ops is not None:
+        return
     try:
         importlib.import_module("torchvision")
     except RuntimeError as error:
@@ -32,6 +35,12 @@ def import_k_diffusion() -> Any:
         _torchvision_ops = torch.library.Library("torchvision", "DEF")
         for op in ("nms", "qnms"):
             _torchvision_ops.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    except ImportError:  # no torchvision at all: nothing to fix
+        pass
+
+
+def import_k_diffusion() -> Any:
+    make_torchvision_importable()
     return importlib.import_module("k_diffusion")
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepcache.testbed import Pipeline, build_unet
+from deepcache.testbed import Pipeline, build_unet, make_torchvision_importable
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Once per session, before any test file is imported, so that every file passes when run alone."""
+    make_torchvision_importable()
 
 
 @pytest.fixture(scope="session")

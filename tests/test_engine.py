@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from deepcache import DeepCacheEngine, DeepCacheParams
+from deepcache.engine import EngineConflict
 from deepcache.schedule import plan_full_steps
 from deepcache.testbed import SAMPLERS, Pipeline, build_unet
 
@@ -296,3 +297,21 @@ def test_a_wrapper_left_inside_someone_elses_stays_inert_after_reinstall(tiny_un
     finally:
         engine.uninstall()
         del block.forward
+
+
+def test_a_second_engine_on_a_hooked_unet_is_refused_and_nothing_is_left_behind(pipe):
+    unet = pipe.unet
+    before = block_state(unet)
+    first, second = DeepCacheEngine(), DeepCacheEngine()
+    first.install(unet)
+    with pytest.raises(EngineConflict, match="already hooked by another DeepCache engine"):
+        second.install(unet)
+    assert not second.installed
+    first.uninstall()
+    second.uninstall()
+    assert block_state(unet) == before
+    second.install(unet)  # free again once the first is gone
+    first.uninstall()  # the wrong engine's uninstall touches nothing
+    assert second.installed and block_state(unet) != before
+    second.uninstall()
+    assert block_state(unet) == before
