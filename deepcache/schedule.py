@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import warnings
+
+import numpy as np
 
 from .params import DeepCacheParams
 
@@ -24,7 +27,8 @@ def plan_full_steps(params: DeepCacheParams, total_steps: int) -> tuple[bool, ..
         return tuple(full)
     first, length = window[0], len(window)
     if params.schedule == "non-uniform":
-        full_in_window = set(_non_uniform_positions(length, params.interval, params.center * length, params.pow))
+        centre_step = math.floor(params.center * length + 1e-6)  # 0.58 * 50 is 28.999999999999996: step 29
+        full_in_window = set(_non_uniform_positions(length, params.interval, centre_step, params.pow))
     else:
         full_in_window = set(range(0, length, params.interval))
     for offset in range(length):
@@ -32,23 +36,25 @@ def plan_full_steps(params: DeepCacheParams, total_steps: int) -> tuple[bool, ..
     return tuple(full)
 
 
-def _non_uniform_positions(length: int, interval: int, center: float, power: float) -> list[int]:
+def _non_uniform_positions(length: int, interval: int, center: int, power: float) -> list[int]:
     """The paper's ``sample_from_quad_center`` (horseee/DeepCache): ``ceil(length/interval)`` full steps, spaced
-    linearly in ``x**(1/pow)`` around ``center``, so they are dense near the centre and sparse at both ends.
+    linearly in ``x**(1/pow)`` around the step ``center``, so they are dense near it and sparse at both ends.
 
-    Reproduced with its exact arithmetic (Python's complex power of a negative base, then the real part
-    truncated), because that is what defines the published schedules; like the original it lowers ``pow`` by
-    0.02 until the positions are distinct. Where no ``pow > 1`` works, it falls back to uniform spacing.
+    The same numpy arithmetic as the original (a Python complex root of a negative base, ``np.linspace``, a
+    complex power, ``np.int32`` of its real part, ``np.unique``), because that arithmetic defines the published
+    schedules; like the original it lowers ``pow`` by 0.02 until it finds ``count`` distinct steps. Where the
+    original gives up (``ValueError: Cannot find suitable pow``, no ``pow > 1`` works) this falls back to the
+    uniform schedule of the same interval instead of failing the generation.
     """
     count = math.ceil(length / interval)
     if count >= length:
         return list(range(length))
-    while power > 1:
-        lo, hi = complex(-center) ** (1 / power), complex(length - center) ** (1 / power)
-        points = [lo + (hi - lo) * i / count for i in range(count + 1)]
-        truncated = sorted({int((p ** power).real) for p in points})
-        positions = [0] + [int(x + center) for x in truncated[1:-1]]
-        if len(set(positions)) == count and all(0 <= p < length for p in positions):
-            return positions
-        power -= 0.02
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", getattr(np, "exceptions", np).ComplexWarning)  # np.int32 of a complex keeps its real part
+        while power > 1:
+            x = np.linspace((-center) ** (1 / power), (length - center) ** (1 / power), count + 1)
+            positions = [0] + [int(v) + center for v in np.unique(np.int32(x ** power))[1:-1]]
+            if len(positions) == count:
+                return positions
+            power -= 0.02
     return list(range(0, length, interval))
