@@ -49,8 +49,8 @@ def _non_uniform_positions(length: int, interval: int, center: int, power: float
     count = math.ceil(length / interval)
     if count >= length:
         return list(range(length))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", getattr(np, "exceptions", np).ComplexWarning)  # np.int32 of a complex keeps its real part
+    with warnings.catch_warnings():  # np.int32 of a complex keeps its real part, with a ComplexWarning
+        warnings.simplefilter("ignore", getattr(np, "exceptions", np).ComplexWarning)
         while power > 1:
             x = np.linspace((-center) ** (1 / power), (length - center) ** (1 / power), count + 1)
             positions = [0] + [int(v) + center for v in np.unique(np.int32(x ** power))[1:-1]]

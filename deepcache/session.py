@@ -13,6 +13,7 @@ from torch import nn
 
 from .engine import DeepCacheEngine, EngineConflict
 from .params import PARAM_SPECS, DeepCacheParams
+from .peers import peer_hook
 from .stats import RunStats
 from .structure import UnsupportedModel
 
@@ -69,6 +70,7 @@ class Session:
         self.pending_label = self.run_label = ""  # "hires" for the hires-fix pass
         self.print_stats = True
         self.warned: set[str] = set()
+        self.generation_params: dict[str, Any] = {}  # the infotext entries of the generation in progress
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self, p: Any, args: Sequence[Any]) -> DeepCacheParams | None:
@@ -99,23 +101,27 @@ class Session:
         if run_params is None:
             self.pending = None
             return
+        self.generation_params = p.extra_generation_params
         try:
-            self.adapter.install(self, self.adapter.unet(p))
+            unet = self.adapter.unet(p)
+            self._check_peers(unet)
+            self.adapter.install(self, unet)
             self.engine.check_branch(run_params.branch)
         except (UnsupportedModel, EngineConflict, ValueError) as error:
-            self.warn(f"{error}; generating without DeepCache")
-            p.extra_generation_params[ERROR_KEY] = str(error).replace(",", ";")
-            p.extra_generation_params.pop(STATS_KEY, None)
-            self.engine.uninstall()
-            self.pending = None
+            self._refuse(error)
             return
         self.pending = run_params
         self.pending_label = "hires" if hires else ""
         self.adapter.prepare(p, self)
 
     def begin_run(self, total_steps: int, schedule: Sequence[float] | None) -> None:
-        """Called by the adapter at the first denoiser call of a run."""
+        """Called by the adapter at the first denoiser call of a run, when every extension's hook is in place."""
         if self.pending is None or not self.engine.installed:
+            return
+        try:
+            self._check_peers(self.engine.unet)
+        except EngineConflict as error:
+            self._refuse(error)
             return
         self.collect()
         self.engine.begin_run(self.pending, total_steps, schedule)
@@ -139,6 +145,22 @@ class Session:
         self.runs = []
 
     # ---- helpers -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_peers(unet: nn.Module) -> None:
+        peer = peer_hook(unet)
+        if peer is not None:
+            raise EngineConflict(f"another DeepCache extension ('{peer}') hooks this U-Net: disable it or this one "
+                                 "so that two caches never stack")
+
+    def _refuse(self, error: Exception) -> None:
+        """Generate this run without DeepCache: console line (once), ``DeepCache error`` in the infotext."""
+        self.warn(f"{error}; generating without DeepCache")
+        self.generation_params[ERROR_KEY] = str(error).replace(",", ";")
+        self.generation_params.pop(STATS_KEY, None)
+        self.engine.uninstall()
+        self.adapter.release()
+        self.pending = None
+
     def collect(self) -> None:
         stats = self.engine.end_run()
         if stats is not None and stats.steps:

@@ -2,15 +2,41 @@
 UI to the ``deepcache`` engine."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import gradio as gr
 from modules import script_callbacks, scripts, shared
 from modules.ui_components import InputAccordion
 
-from deepcache import webui
-from deepcache.params import PARAM_SPECS, SPECS_BY_NAME
-from deepcache.session import STATS_KEY, Session
-from deepcache.structure import inspect_unet
-from deepcache.ui import build
+PACKAGE = "sd_webui_deepcache_engine"
+
+
+def import_own_package() -> None:
+    """Import this extension's ``deepcache/`` folder as ``PACKAGE``: other extensions provide a top-level
+    ``deepcache`` too (aria1th/sd-webui-deepcache-standalone has ``deepcache.py``), and whichever of the two took
+    that name in ``sys.modules`` first would break the other."""
+    if PACKAGE in sys.modules:
+        return
+    folder = Path(__file__).resolve().parent.parent / "deepcache"
+    spec = importlib.util.spec_from_file_location(PACKAGE, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = package
+    try:
+        spec.loader.exec_module(package)
+    except BaseException:
+        del sys.modules[PACKAGE]
+        raise
+
+
+import_own_package()
+from sd_webui_deepcache_engine import webui  # noqa: E402
+from sd_webui_deepcache_engine.params import PARAM_SPECS, SPECS_BY_NAME  # noqa: E402
+from sd_webui_deepcache_engine.session import STATS_KEY, Session  # noqa: E402
+from sd_webui_deepcache_engine.structure import inspect_unet  # noqa: E402
+from sd_webui_deepcache_engine.ui import build  # noqa: E402
 
 adapter = webui.detect()
 session = Session(adapter)
@@ -83,7 +109,7 @@ def on_ui_settings() -> None:
 def on_before_ui() -> None:
     xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
     if xyz is not None:
-        from deepcache.xyz import add_axes
+        from sd_webui_deepcache_engine.xyz import add_axes
 
         add_axes(xyz)
 

@@ -67,8 +67,9 @@ def webui(tiny_unet, pipe):
     remove_modules()
 
 
-def generation(webui, args, steps=9, session=None):
-    """What A1111 does for one txt2img batch, calling the script's hooks in its order."""
+def generation(webui, args, steps=9, session=None, before_first_step=None):
+    """What A1111 does for one txt2img batch, calling the script's hooks in its order; ``before_first_step`` runs
+    after every script's ``process_before_every_sampling`` (as a later script's would)."""
     session = session or Session(A1111Adapter())
     adapter = session.adapter
     sigmas = webui.pipe.sigmas("euler", steps)
@@ -76,6 +77,8 @@ def generation(webui, args, steps=9, session=None):
     p.extra_generation_params[ERROR_KEY] = "left over from a previous X/Y/Z cell"
     session.start(p, args)
     session.before_sampling(p, hires=False)
+    if before_first_step is not None:
+        before_first_step()
     p.sampler.get_sigmas(p, steps)
     denoiser = Denoiser(p.sampler)
 
@@ -164,3 +167,35 @@ def test_hires_pass_uses_its_own_parameters(webui):
     session.start(p, DeepCacheParams(enabled=True, hr_mode="off").as_args())
     session.before_sampling(p, hires=True)
     assert session.pending is None and not session.engine.installed
+
+
+def peer_forward(unet, extension_folder):
+    """A forward as the peer DeepCache extensions set on the U-Net (an instance attribute defined in their
+    extension's file); it passes through here, so the image is the plain one."""
+    source = "def hijacked_unet_forward(*args, **kwargs):\n    return original(*args, **kwargs)\n"
+    namespace = {"original": unet.forward, "__name__": "deepcache"}
+    exec(compile(source, f"/webui/extensions/{extension_folder}/deepcache.py", "exec"), namespace)
+    return namespace["hijacked_unet_forward"]
+
+
+@pytest.mark.parametrize("when", ["before our hook", "after our hook"])
+def test_a_peer_deepcache_on_the_unet_makes_ours_stand_down(webui, capsys, when):
+    unet = webui.model.model.diffusion_model
+    normal = generation(webui, [False])[2]
+    forward = peer_forward(unet, "sd-webui-deepcache-standalone")
+    install_peer = lambda: setattr(unet, "forward", forward)  # noqa: E731
+    try:
+        if when == "before our hook":
+            install_peer()
+            p, session, latent = generation(webui, [True])
+        else:
+            p, session, latent = generation(webui, [True], before_first_step=install_peer)
+        generation(webui, [True], session=session)
+    finally:
+        unet.__dict__.pop("forward", None)
+    assert "('sd-webui-deepcache-standalone') hooks this U-Net" in p.extra_generation_params[ERROR_KEY]
+    assert STATS_KEY not in p.extra_generation_params
+    assert torch.equal(latent, normal)
+    assert capsys.readouterr().out.count("another DeepCache extension") == 1
+    assert not session.engine.installed and "_deepcache_engine" not in vars(unet)
+    assert STATS_KEY in generation(webui, [True])[0].extra_generation_params  # peer gone: ours works again
