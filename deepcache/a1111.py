@@ -15,6 +15,15 @@ from .structure import UnsupportedModel
 CAPTURED = ("get_sigmas", "get_timesteps")  # the sampler methods that compute the run's schedule
 
 
+def evaluations_per_step(sampler: Any) -> int | None:
+    """2 for the k-diffusion samplers the webui marks ``second_order`` (Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++
+    SDE): every step but the last evaluates the denoiser exactly twice, so ``denoiser.step // 2`` is the sampler
+    step. None for everything else, Restart included (its own function, with sigma jumps and a varying count)."""
+    options = getattr(getattr(sampler, "config", None), "options", None) or {}
+    funcname = getattr(sampler, "funcname", None)
+    return 2 if options.get("second_order") and isinstance(funcname, str) else None
+
+
 class A1111Adapter:
     """The run begins at the first ``on_cfg_denoiser`` call (``denoiser.step == 0``), with the schedule the
     sampler computed (captured from its ``get_sigmas``/``get_timesteps``) converted to the timesteps the
@@ -27,6 +36,7 @@ class A1111Adapter:
         self.sampler: Any = None
         self.recorded: list[float] | None = None
         self.checkpoint: Any = None
+        self.evaluations: int | None = None  # denoiser evaluations per sampler step, when known
 
     def unet(self, p: Any) -> nn.Module:
         return self.unet_of_model(p.sd_model)
@@ -55,6 +65,7 @@ class A1111Adapter:
         if sampler is None:  # 1.8/1.9 prepare before the sampler exists: schedule-free clock
             return
         self.sampler, self.recorded = sampler, None
+        self.evaluations = evaluations_per_step(sampler)
         for name in CAPTURED:
             if hasattr(sampler, name) and name not in sampler.__dict__:
                 setattr(sampler, name, self._recording(getattr(sampler, name)))
@@ -69,7 +80,7 @@ class A1111Adapter:
         return record_schedule
 
     def release(self) -> None:
-        sampler, self.sampler, self.recorded = self.sampler, None, None
+        sampler, self.sampler, self.recorded, self.evaluations = self.sampler, None, None, None
         if sampler is not None:
             for name in CAPTURED:
                 if getattr(sampler.__dict__.get(name), "deepcache_capture", False):
@@ -81,12 +92,15 @@ class A1111Adapter:
         if session is None or session.pending is None:
             return
         denoiser = getattr(params, "denoiser", None)  # 1.8+
-        if getattr(denoiser, "step", 0) == 0:
+        evaluation = getattr(denoiser, "step", 0)
+        if evaluation == 0:
             sampler = getattr(denoiser, "sampler", None)
             first_t = self._call_timestep(sampler, float(params.sigma[0]))
             session.begin_run(params.total_sampling_steps, self._schedule(sampler, first_t))
-            return
-        self._check_model(session)
+        else:
+            self._check_model(session)
+        if self.evaluations:
+            session.engine.note_evaluation(evaluation // self.evaluations)
 
     def _check_model(self, session: Session) -> None:
         """The refiner may load other weights into the same model object: drop what was cached from the old."""

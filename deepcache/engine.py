@@ -37,11 +37,13 @@ class EngineConflict(RuntimeError):
 class StepClock:
     """Maps each U-Net call's timestep to a sampler step.
 
-    With the run's schedule (the timestep of each step, as the U-Net receives it) a call belongs to the step
-    whose interval contains its timestep, so the extra evaluations of Heun, DPM2, DPM++ 2S a and DPM++ SDE and
-    separate cond/uncond calls never move the counter. Without one, every change of timestep is a new step
-    (exact for one-evaluation samplers). A move back to an earlier step (Restart's sigma jumps, a new run
-    without ``begin_run``) opens a new *segment*: nothing cached before it is reused.
+    When the webui says which sampler step an evaluation belongs to (``DeepCacheEngine.note_evaluation``), that
+    step is used. Otherwise, with the run's schedule (the timestep of each step, as the U-Net receives it), a
+    call belongs to the step whose interval contains its timestep, so extra evaluations inside a step and
+    separate cond/uncond calls never move the counter (an evaluation made exactly at, or below, the next step's
+    timestep counts with that next step). Without a schedule, every change of timestep is a new step (exact
+    for one-evaluation samplers). A move back to an earlier step (Restart's sigma jumps, a new run without
+    ``begin_run``) opens a new *segment*: nothing cached before it is reused.
     """
 
     def __init__(self, schedule: Sequence[float] | None) -> None:
@@ -50,7 +52,16 @@ class StepClock:
         self.segment = 0
         self.last_t: float | None = None
 
-    def locate(self, t: float) -> int:
+    def locate(self, t: float, step: int | None = None) -> int:
+        """The step of a call at timestep ``t`` (``step`` when the webui told it)."""
+        if step is None:
+            step = self._step_of(t)
+        if step < self.step:
+            self.segment += 1
+        self.step, self.last_t = step, t
+        return step
+
+    def _step_of(self, t: float) -> int:
         if self.schedule is not None:
             step = 0
             for i, scheduled in enumerate(self.schedule):
@@ -58,18 +69,14 @@ class StepClock:
                     step = i
                 else:
                     break
-        elif self.last_t is None:
-            step = 0
-        elif t == self.last_t:
-            step = self.step
-        else:
-            step = self.step + 1
-            if t > self.last_t:
-                self.segment += 1
-        if step < self.step:
+            return step
+        if self.last_t is None:
+            return 0
+        if t == self.last_t:
+            return self.step
+        if t > self.last_t:
             self.segment += 1
-        self.step, self.last_t = step, t
-        return step
+        return self.step + 1
 
 
 @dataclass
@@ -122,6 +129,7 @@ class DeepCacheEngine:
         self._pass: Pass | None = None
         self._pending: tuple[float, Hashable] | None = None
         self._last_seen: tuple[float, Hashable] | None = None
+        self._evaluation_step: int | None = None
 
     # ---- install / uninstall -------------------------------------------------------------------------
     def install(self, unet: nn.Module, read_calls: bool = True) -> UNetLayout:
@@ -207,7 +215,7 @@ class DeepCacheEngine:
     def end_run(self) -> RunStats | None:
         """Finish the current run, drop its cached tensors and return its stats (None if there was none)."""
         run, self._run, self._pass = self._run, None, None
-        self._pending = self._last_seen = None
+        self._pending = self._last_seen = self._evaluation_step = None
         return run.stats if run is not None else None
 
     @property
@@ -224,6 +232,13 @@ class DeepCacheEngine:
         """The U-Net is about to be called at ``timestep``; ``tag`` separates kinds of calls (cond/uncond)."""
         if self._run is not None:
             self._pending = (timestep, tag)
+
+    def note_evaluation(self, step: int) -> None:
+        """The sampler is evaluating the denoiser for its step ``step``: every U-Net call until the next note
+        follows that step's plan, also the second evaluation of Heun or DPM++ 2S a, which is made at (or below)
+        the next step's noise level. Webuis that can tell the step report it for two-evaluation samplers."""
+        if self._run is not None:
+            self._evaluation_step = step
 
     def _read_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self._run is None:
@@ -243,7 +258,7 @@ class DeepCacheEngine:
             return
         t, tag = seen
         before = (run.clock.step, run.clock.segment)
-        step = run.clock.locate(t)
+        step = run.clock.locate(t, self._evaluation_step)
         run.calls_in_step = 0 if (step, run.clock.segment) != before else run.calls_in_step + 1
         key = (run.calls_in_step, tag, tuple(x.shape), x.dtype, x.device)
         slot = run.slots.setdefault(key, Slot())

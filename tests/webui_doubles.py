@@ -36,10 +36,14 @@ class Processing:
 
 
 class KDiffusionSampler:
-    """A1111's ``KDiffusionSampler``: ``get_sigmas(p, steps)`` and ``model_wrap`` (k-diffusion's denoiser)."""
+    """A1111's ``KDiffusionSampler``: ``get_sigmas(p, steps)``, ``model_wrap`` (k-diffusion's denoiser), the
+    k-diffusion ``funcname`` and ``config.options`` of its ``SamplerData`` (``second_order`` for Heun, DPM2,
+    DPM2 a, DPM++ 2S a, DPM++ SDE and Restart)."""
 
-    def __init__(self, model_wrap: Any, sigmas: Any) -> None:
-        self.model_wrap, self._sigmas = model_wrap, sigmas
+    def __init__(self, model_wrap: Any, sigmas: Any, funcname: str = "sample_euler",
+                 second_order: bool = False) -> None:
+        self.model_wrap, self._sigmas, self.funcname = model_wrap, sigmas, funcname
+        self.config = types.SimpleNamespace(options={"second_order": True} if second_order else {})
 
     def get_sigmas(self, p: Any, steps: int) -> Any:
         return self._sigmas
