@@ -3,9 +3,22 @@ installed; two caches on one U-Net give a wrong image, so when a peer's hook is 
 for that run and says which extension to disable."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from torch import nn
+
+
+def peer_extensions(script_paths: Iterable[str], own_root: Path) -> list[str]:
+    """Other installed extensions that ship a DeepCache script (their folder or script file says so), from the
+    paths of every loaded script. Both known peers title their script "DeepCache", like this one."""
+    peers = set()
+    for path in map(Path, script_paths):
+        name = _extension_name(path)
+        inside_own = own_root == path or own_root in path.resolve().parents
+        if not inside_own and "deepcache" in f"{name}/{path.name}".lower():
+            peers.add(name)
+    return sorted(peers)
 
 
 def peer_hook(unet: nn.Module) -> str | None:

@@ -34,6 +34,7 @@ def import_own_package() -> None:
 import_own_package()
 from sd_webui_deepcache_engine import webui  # noqa: E402
 from sd_webui_deepcache_engine.params import PARAM_SPECS, SPECS_BY_NAME  # noqa: E402
+from sd_webui_deepcache_engine.peers import peer_extensions  # noqa: E402
 from sd_webui_deepcache_engine.session import STATS_KEY, Session  # noqa: E402
 from sd_webui_deepcache_engine.structure import inspect_unet  # noqa: E402
 from sd_webui_deepcache_engine.ui import build  # noqa: E402
@@ -112,6 +113,11 @@ def on_before_ui() -> None:
         from sd_webui_deepcache_engine.xyz import add_axes
 
         add_axes(xyz)
+    peers = peer_extensions((d.path for d in scripts.scripts_data), Path(__file__).resolve().parent.parent)
+    if peers:
+        session.warn(f"another DeepCache extension is installed: {', '.join(peers)}. API requests for 'DeepCache' "
+                     "reach this one; disable the other in Extensions (a generation where both are on runs "
+                     "without this one's cache)")
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
