@@ -40,8 +40,10 @@ def confirm_param(name: str) -> Callable[[Any, Any], None]:
 
 
 def add_axes(xyz_grid: Any) -> bool:
-    """Extend ``xyz_grid.axis_options`` once (``before_ui`` fires again on "Reload UI")."""
-    if any(getattr(option, "label", "").startswith(AXIS_PREFIX) for option in xyz_grid.axis_options):
+    """Extend ``xyz_grid.axis_options`` once (``before_ui`` fires again on "Reload UI"). Only our own labels
+    count: aria1th/sd-webui-deepcache-standalone adds axes under the same "[DeepCache] " prefix."""
+    ours = {axis_label(SPECS_BY_NAME[name]) for name in AXIS_PARAMS}
+    if any(getattr(option, "label", "") in ours for option in xyz_grid.axis_options):
         return False
     for name in AXIS_PARAMS:
         spec = SPECS_BY_NAME[name]

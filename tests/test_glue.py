@@ -59,6 +59,13 @@ def test_axes_are_added_once():
     assert cell.deepcache_overrides == {"enabled": False}
 
 
+def test_axes_are_added_beside_a_peers_axes_with_the_same_prefix():
+    grid = XyzGrid()
+    grid.axis_options.append(grid.AxisOption("[DeepCache] Cache Resnet level", int, None))  # aria1th's
+    assert add_axes(grid)
+    assert "[DeepCache] Interval" in [o.label for o in grid.axis_options]
+
+
 @pytest.fixture
 def webui(tiny_unet, pipe):
     model = types.SimpleNamespace(model=types.SimpleNamespace(diffusion_model=tiny_unet), sd_checkpoint_info="a")
