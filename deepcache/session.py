@@ -169,8 +169,9 @@ class Session:
                 print(f"[DeepCache]{' ' + self.run_label if self.run_label else ''} {stats.summary()}")
 
     def warn(self, message: str) -> None:
-        """Print a warning once per process (a model DeepCache cannot handle is not news at every image)."""
-        log.warning(message)
+        """Print a warning once per process (a model DeepCache cannot handle is not news at every image); the
+        infotext carries it for every image."""
+        log.debug(message)
         if message not in self.warned:
             self.warned.add(message)
             print(f"[DeepCache] {message}")

@@ -1,8 +1,12 @@
-"""Speed of DeepCache inside a running webui: alternate generations without and with it, print the ratio.
+"""Speed of DeepCache inside a running webui: interleave generations without it, with it, and optionally with
+a peer extension on a second server (same webui folder and checkpoint, the other extension disabled there),
+and print the ratios.
 
 usage: python tests/e2e/speed_check.py --url http://127.0.0.1:7860 [--checkpoint model.safetensors]
-       [--size 256] [--steps 20] [--sampler Euler] [--pairs 2]
-Not a test (speed targets are not asserted in timed tests): the numbers go into the closing notes.
+       [--size 256] [--steps 20] [--sampler Euler] [--rounds 2] [--args '[true, 3, 0]']
+       [--peer-url http://127.0.0.1:7864 --peer-args '[...]' --peer-name sd-deepcache]
+Not a test (speed targets are not asserted in timed tests): the numbers go into the closing notes. Hold an
+exclusive lock on the machine for the whole series: a 2-core machine gives worthless timings otherwise.
 """
 from __future__ import annotations
 
@@ -10,8 +14,15 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 
-from webui_client import Webui
+from webui_client import Result, Webui
+
+
+def timed(generate: Callable[[], Result]) -> tuple[float, Result]:
+    start = time.perf_counter()
+    result = generate()
+    return time.perf_counter() - start, result
 
 
 def main() -> None:
@@ -21,29 +32,41 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--sampler", default="Euler")
-    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--args", default="[true, 3, 0]", help="DeepCache args (JSON list)")
+    ap.add_argument("--peer-url", help="a second server where another DeepCache extension answers to 'DeepCache'")
+    ap.add_argument("--peer-args", help="that extension's args (JSON list) at the equivalent settings")
+    ap.add_argument("--peer-name", default="peer")
     a = ap.parse_args()
     webui = Webui(a.url.rstrip("/"))
+    peer = Webui(a.peer_url.rstrip("/")) if a.peer_url else None
     previous = webui.request("/sdapi/v1/options").body.get("sd_model_checkpoint")
     if a.checkpoint:
         webui.request("/sdapi/v1/options", {"sd_model_checkpoint": a.checkpoint})
     try:
         common = dict(width=a.size, height=a.size, steps=a.steps, sampler_name=a.sampler)
+        variants: dict[str, Callable[[], Result]] = {
+            "off": lambda: webui.txt2img(**common),
+            "DeepCache (this)": lambda: webui.txt2img(json.loads(a.args), **common)}
+        if peer is not None:
+            variants[a.peer_name] = lambda: peer.txt2img(json.loads(a.peer_args), **common)
+            peer.txt2img(**{**common, "steps": 2})
         webui.txt2img(**{**common, "steps": 2})  # warm-up (model load, first-call allocations)
-        ratios = []
-        for pair in range(a.pairs):
-            start = time.perf_counter()
-            webui.txt2img(**common)
-            off = time.perf_counter() - start
-            start = time.perf_counter()
-            on = webui.txt2img(json.loads(a.args), **common)
-            took = time.perf_counter() - start
-            stats = on.infotext.split("DeepCache: ")[1].split(",")[0]
-            ratios.append(off / took)
-            print(f"pair {pair + 1}: off {off:.1f}s, DeepCache {took:.1f}s ({stats}) -> {off / took:.2f}x", flush=True)
-        print(f"median speed-up {statistics.median(ratios):.2f}x over {a.pairs} pairs, "
-              f"{a.size}x{a.size}, {a.steps} steps, {a.sampler}")
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        images: dict[str, bytes] = {}
+        for round_ in range(a.rounds):
+            for name, generate in variants.items():
+                took, result = timed(generate)
+                times[name].append(took)
+                images[name] = result.pixels()
+                print(f"round {round_ + 1}: {name} {took:.1f}s", flush=True)
+        off = statistics.median(times["off"])
+        print(f"\n{a.size}x{a.size}, {a.steps} steps, {a.sampler}, {a.rounds} interleaved rounds (median)")
+        for name, values in times.items():
+            print(f"| {name} | {statistics.median(values):.1f} s | {off / statistics.median(values):.2f}x |")
+        if peer is not None:
+            same = images["DeepCache (this)"] == images[a.peer_name]
+            print(f"this extension's and {a.peer_name}'s images are {'pixel-identical' if same else 'different'}")
     finally:
         if a.checkpoint and previous:
             webui.request("/sdapi/v1/options", {"sd_model_checkpoint": previous})
