@@ -56,6 +56,23 @@ class A1111Adapter:
     def install(self, session: Session, unet: nn.Module) -> None:
         session.engine.install(unet)
 
+    def control_models(self, p: Any) -> list[nn.Module]:
+        """sd-webui-controlnet binds its U-Net loop as the U-Net's instance ``forward``; the hook object it
+        closes over lists each unit's model in ``control_params`` (``param.control_model.control_model`` is the
+        ``cldm.ControlNet``). Whatever is found is only a candidate: ``ControlNetSatellites`` checks it."""
+        forward = self.unet(p).__dict__.get("forward")
+        function = getattr(forward, "__func__", forward)
+        found = []
+        for cell in getattr(function, "__closure__", None) or ():
+            try:
+                params = getattr(cell.cell_contents, "control_params", None)
+            except ValueError:  # an empty cell
+                continue
+            for param in params or ():
+                wrapper = getattr(param, "control_model", None)
+                found.append(getattr(wrapper, "control_model", wrapper))
+        return found
+
     def prepare(self, p: Any, session: Session) -> None:
         from modules import shared
 

@@ -6,9 +6,13 @@ minimum a retrieval step must compute (time embedding, ``input_blocks[0..k]``, `
 
 A shared machine's speed drifts by tens of percent within minutes, so the samplings run in *lockstep*:
 one without DeepCache, one with the engine installed but disabled and one with DeepCache, each on its own
-copy of the U-Net, take turns step by step, and each is timed only on its turns. The full-step cost is the
-mean step of the run without DeepCache; the retrieval cost is measured between runs. The median of
-``--runs`` lockstep runs is reported.
+copy of the U-Net (the copies share the weights, so an SDXL U-Net fits once in memory), take turns step by
+step, and each is timed only on its turns. The full-step cost is the mean step of the run without DeepCache;
+the retrieval cost is measured between runs. The median of ``--runs`` lockstep runs is reported.
+
+``--controlnet`` adds a ControlNet (the ``cldm`` architecture, built from the U-Net's own blocks) driven the way
+sd-webui-controlnet drives it, and two more samplings to the same lockstep: without DeepCache and with
+DeepCache (ControlNet-aware), both with the ControlNet.
 """
 from __future__ import annotations
 
@@ -25,9 +29,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .controlnet import ControlNetSatellites
 from .engine import DeepCacheEngine
 from .params import SCHEDULES, DeepCacheParams
-from .testbed import ARCHS, SAMPLERS, Pipeline, build_unet, timed_calls
+from .testbed import ARCHS, SAMPLERS, ControlNet, Pipeline, build_unet, controlled_forward, timed_calls
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--plot", metavar="PNG", help="write a plot: per-step time, and ideal speed-up per branch")
+    ap.add_argument("--controlnet", action="store_true",
+                    help="also sample with a ControlNet, without and with DeepCache, in the same lockstep")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return ap.parse_args(argv)
 
@@ -141,6 +148,17 @@ class Run:
     def disabled_overhead(self) -> float:
         return self.clock.total("disabled") / self.clock.total("off") - 1
 
+    @property
+    def speedup_with_controlnet(self) -> float:
+        return self.clock.total("off+controlnet") / self.clock.total("on+controlnet")
+
+
+def shared_weight_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` with its own module objects (so its own instance ``forward`` wrappers) that shares
+    every parameter and buffer with the original: one copy per lockstep sampling costs no weight memory."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return copy.deepcopy(module, memo={id(t): t for t in tensors})
+
 
 def lockstep(samplings: dict[str, Callable[[Callable], Any]],
              on_step: Callable[[], Any] = lambda: None) -> tuple[Lockstep, dict[str, Any]]:
@@ -193,23 +211,39 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
             full_cost = min(timed_calls(full, a.repeats))
             branch_costs = {k: min(timed_calls(lambda k=k: shallow(k), a.repeats)) / full_cost for k in range(n)}
 
-        log("copying the U-Net for the lockstep samplings")
-        pipes = {"off": pipe, "disabled": Pipeline(copy.deepcopy(unet)), "on": Pipeline(copy.deepcopy(unet))}
-        engines = {name: DeepCacheEngine() for name in ("disabled", "on")}
+        log("copying the U-Net (shared weights) for the lockstep samplings")
+        names = ["off", "disabled", "on"] + (["off+controlnet", "on+controlnet"] if a.controlnet else [])
+        pipes = {name: pipe if name == "off" else Pipeline(shared_weight_copy(unet)) for name in names}
+        engines = {name: DeepCacheEngine() for name in names if name != "off"}
+        satellites = {name: ControlNetSatellites(engine) for name, engine in engines.items()}
+        if a.controlnet:
+            log("building a ControlNet from the U-Net's blocks")
+            controlnet = ControlNet(unet, seed=a.seed + 1)
+            hint = torch.randn(1, 3, a.size, a.size, generator=torch.Generator().manual_seed(a.seed))
+            for name in ("off+controlnet", "on+controlnet"):
+                unit_controlnet = shared_weight_copy(controlnet)
+                pipes[name].unet.forward = controlled_forward(pipes[name].unet, [(unit_controlnet, hint)])
+                if name in engines:
+                    engines[name].install(pipes[name].unet)
+                    satellites[name].attach(unit_controlnet)
         for name, engine in engines.items():
             engine.install(pipes[name].unet)
         schedule = pipe.timestep_schedule(pipe.sigmas(a.sampler, a.steps))
+        running = [name for name in ("on", "on+controlnet") if name in engines]
         runs = []
         bar = tqdm(total=a.runs * len(pipes) * (a.steps + 1), desc="sampler steps", disable=a.json, file=sys.stderr)
         for run in range(1, a.runs + 1):
-            log(f"lockstep run {run}/{a.runs}: off, installed-but-disabled and DeepCache, a step each in turn")
+            log(f"lockstep run {run}/{a.runs}: {', '.join(names)}, a step each in turn")
             retrieval = min(timed_calls(lambda: shallow(a.branch), a.repeats))
-            engines["on"].begin_run(params, a.steps, schedule)
+            for name in running:
+                engines[name].begin_run(params, a.steps, schedule)
             clock, latents = lockstep({name: lambda cb, name=name: pipes[name].sample(
                 a.sampler, a.steps, a.images, a.size, a.seed, callback=cb) for name in pipes}, bar.update)
-            runs.append(Run(clock, latents, engines["on"].end_run(), retrieval))
+            stats = {name: engines[name].end_run() for name in running}
+            runs.append(Run(clock, latents, stats["on"], retrieval))
         bar.close()
-        for engine in engines.values():
+        for name, engine in engines.items():
+            satellites[name].detach_all()
             engine.uninstall()
         median_run = sorted(runs, key=lambda r: r.achieved_over_ideal)[len(runs) // 2]
         stats, latent_off, latent_on = median_run.stats, median_run.latents["off"], median_run.latents["on"]
@@ -236,6 +270,12 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
         "retrieval_over_full_per_branch": branch_costs,
         "step_times_off_s": median_run.clock.steps["off"], "step_times_on_s": median_run.clock.steps["on"],
         "full_steps": [i for i in range(a.steps) if i in stats.steps_with_full_pass],
+        **({"speedup_without_controlnet": median_run.speedup,
+            "speedup_with_controlnet": median_run.speedup_with_controlnet,
+            "with_over_without_controlnet": median_run.speedup_with_controlnet / median_run.speedup,
+            "time_per_image_off_controlnet_s": median_run.clock.total("off+controlnet") / a.images,
+            "time_per_image_on_controlnet_s": median_run.clock.total("on+controlnet") / a.images}
+           if a.controlnet else {}),
     }
 
 
@@ -265,7 +305,12 @@ def format_table(r: dict[str, Any]) -> str:
         f"(mean |latent| {r['latent_abs_mean']:.4f})",
         f"installed but disabled: {100 * r['disabled_overhead']:+.2f}% of the time without DeepCache; "
         f"achieved/ideal per lockstep run: {', '.join(f'{100 * v:.1f}%' for v in r['achieved_over_ideal_per_run'])}",
-    ])
+    ] + ([
+        f"{'off, with a ControlNet':28}{r['time_per_image_off_controlnet_s']:>11.2f}s{1:>9.2f}x",
+        f"{'DeepCache, with a ControlNet':28}{r['time_per_image_on_controlnet_s']:>11.2f}s"
+        f"{r['speedup_with_controlnet']:>9.2f}x  ({100 * r['with_over_without_controlnet']:.1f}% of the speed-up "
+        "without ControlNet)",
+    ] if "speedup_with_controlnet" in r else []))
 
 
 def write_plot(r: dict[str, Any], path: str) -> None:

@@ -30,6 +30,38 @@ Role = tuple[str, int]  # ("in", i), ("mid", 0) or ("out", j)
 OWNER_ATTR = "_deepcache_engine"  # on a hooked U-Net: the engine whose wrappers are on its blocks
 
 
+Wrapped = tuple[nn.Module, Any, Callable]  # (module, the instance forward it had before, our wrapper)
+
+
+def set_forward(module: nn.Module, make_wrapper: Callable[[Callable], Callable]) -> Wrapped:
+    """Give ``module`` an instance-level ``forward`` wrapping its current one; the record undoes it."""
+    previous = module.__dict__.get("forward")  # an instance-level forward someone set before us
+    wrapper = make_wrapper(module.forward)
+    module.forward = wrapper
+    return module, previous, wrapper
+
+
+def restore_forwards(records: list[Wrapped]) -> None:
+    """Undo ``set_forward``. A module whose ``forward`` someone else replaced after us keeps theirs (unwrapping
+    it would break them); our wrapper inside it must then go inert, which the caller arranges."""
+    for module, previous, wrapper in records:
+        if module.__dict__.get("forward") is wrapper:
+            if previous is None:
+                del module.__dict__["forward"]
+            else:
+                module.forward = previous
+    records.clear()
+
+
+def timestep_arg(args: tuple, kwargs: dict, position: int = 1) -> float | None:
+    """The timestep of a U-Net call ``(x, timesteps, ...)`` or a ControlNet call ``(x, hint, timesteps, ...)``
+    (``position`` 2), or ``timesteps=``."""
+    t = kwargs["timesteps"] if "timesteps" in kwargs else args[position] if len(args) > position else None
+    if t is None:
+        return None
+    return float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
+
+
 class EngineConflict(RuntimeError):
     """Another DeepCache engine already hooks this U-Net; wrappers of two engines must never stack."""
 
@@ -85,6 +117,7 @@ class Slot:
 
     cached: torch.Tensor | None = None
     shapes: dict[Role, tuple[torch.Size, torch.dtype]] = field(default_factory=dict)
+    satellite_shapes: dict[Hashable, tuple[torch.Size, torch.dtype]] = field(default_factory=dict)
     refreshed_step: int = -1
     segment: int = -1
 
@@ -95,7 +128,7 @@ class Pass:
     slot: Slot
     retrieve: bool
     started: float
-    complete: bool = False
+    in_unet: bool = False  # False while a module that runs before the U-Net's blocks (a ControlNet) holds it
 
 
 @dataclass
@@ -122,7 +155,7 @@ class DeepCacheEngine:
     def __init__(self) -> None:
         self.unet: nn.Module | None = None
         self.layout: UNetLayout | None = None
-        self._wrapped: list[tuple[nn.Module, Any, Callable]] = []
+        self._wrapped: list[Wrapped] = []
         self._hook = None
         self._install_token = object()  # wrappers of an earlier install, left inside someone's wrapper, go inert
         self._run: Run | None = None
@@ -150,10 +183,8 @@ class DeepCacheEngine:
         roles.append((layout.middle_block, ("mid", 0)))
         roles += [(b, ("out", j)) for j, b in enumerate(layout.output_blocks)]
         for block, role in roles:
-            previous = block.__dict__.get("forward")  # an instance-level forward someone set before us
-            wrapper = self._make_wrapper(block.forward, role, role == ("in", 0), role == ("out", n - 1), token)
-            block.forward = wrapper
-            self._wrapped.append((block, previous, wrapper))
+            self._wrapped.append(set_forward(block, lambda original: self._make_wrapper(
+                original, role, role == ("in", 0), role == ("out", n - 1), token)))
         if read_calls:
             self._hook = unet.register_forward_pre_hook(self._read_call, with_kwargs=True)
         unet.__dict__[OWNER_ATTR] = self
@@ -165,13 +196,7 @@ class DeepCacheEngine:
         us keeps theirs (we cannot unwrap it without breaking them); our wrapper inside it only passes through."""
         self.end_run()
         self._install_token = object()
-        for block, previous, wrapper in self._wrapped:
-            if block.__dict__.get("forward") is wrapper:
-                if previous is None:
-                    del block.__dict__["forward"]
-                else:
-                    block.forward = previous
-        self._wrapped.clear()
+        restore_forwards(self._wrapped)
         if self._hook is not None:
             self._hook.remove()
         self._hook = None
@@ -240,14 +265,49 @@ class DeepCacheEngine:
         if self._run is not None:
             self._evaluation_step = step
 
+    # ---- for modules that run inside a U-Net call, before its blocks (ControlNet) -----------------------------
+    @property
+    def running(self) -> bool:
+        return self._run is not None
+
+    @property
+    def branch(self) -> int:
+        return self._run.params.branch
+
+    def current_pass(self) -> Pass | None:
+        return self._pass
+
+    def open_pass(self, x: torch.Tensor) -> Pass | None:
+        """The pass of the U-Net call about to run, opened now if the U-Net's blocks have not opened it; the
+        U-Net's ``input_blocks[0]`` then joins it instead of opening another. A ControlNet runs before the
+        U-Net's blocks, so it can only skip its deep part once this decision is made."""
+        if self._pass is None or self._pass.in_unet:
+            self._start_pass(x)
+        return self._pass
+
+    def note_timestep(self, t: float) -> None:
+        """A module that runs before the U-Net call (Forge's ControlNet) reports the call's timestep, unless a
+        pass is already open for it."""
+        if self._run is not None and (self._pass is None or self._pass.in_unet):
+            self._pending = (t, None)
+
+    def _enter_unet(self, x: torch.Tensor) -> None:
+        p = self._pass
+        if p is not None and not p.in_unet:
+            self._pending = None  # this call's own report (Forge) came after the ControlNet opened the pass
+        else:
+            self._start_pass(x)
+        if self._pass is not None:
+            self._pass.in_unet = True
+
     def _read_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self._run is None:
             return
-        t = args[1] if len(args) > 1 else kwargs.get("timesteps")
+        t = timestep_arg(args, kwargs)
         if t is None:
             self._pending = None
             return
-        self.note_call(float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t))
+        self.note_call(t)
 
     def _start_pass(self, x: torch.Tensor) -> None:
         run = self._run
@@ -291,7 +351,7 @@ class DeepCacheEngine:
             if engine._run is None or engine._install_token is not token:
                 return original(*args, **kwargs)
             if starts:
-                engine._start_pass(args[0])
+                engine._enter_unet(args[0])
             p = engine._pass
             if p is not None and p.retrieve and role not in engine._run.computed:
                 if role == engine._run.provider:

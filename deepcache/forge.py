@@ -38,6 +38,15 @@ class ForgeAdapter(A1111Adapter):
     def install(self, session: Session, unet: nn.Module) -> None:
         session.engine.install(unet, read_calls=False)
 
+    def control_models(self, p: Any) -> list[nn.Module]:
+        """Forge's built-in ControlNet links each unit into ``UnetPatcher.controlnet_linked_list``
+        (``previous_controlnet`` chains them); ``control_model`` is the ``cldm.ControlNet`` where it has one."""
+        found, unit = [], getattr(p.sd_model.forge_objects.unet, "controlnet_linked_list", None)
+        while unit is not None:
+            found.append(getattr(unit, "control_model", None))
+            unit = getattr(unit, "previous_controlnet", None)
+        return found
+
     def prepare(self, p: Any, session: Session) -> None:
         super().prepare(p, session)
         patcher = p.sd_model.forge_objects.unet.clone()

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from .controlnet import ControlNetSatellites
 from .engine import DeepCacheEngine, EngineConflict
 from .params import PARAM_SPECS, DeepCacheParams
 from .peers import peer_hook
@@ -45,6 +46,9 @@ class Adapter(Protocol):
     def release(self) -> None:
         """Undo whatever ``prepare`` attached to webui objects."""
 
+    def control_models(self, p: Any) -> list[nn.Module]:
+        """The ControlNet models (any kind) that will run beside the U-Net in this generation."""
+
 
 def resolve_params(args: Sequence[Any], overrides: dict[str, Any] | None = None) -> DeepCacheParams:
     """Script args (UI values, API JSON) plus X/Y/Z overrides. An axis other than "enabled" turns
@@ -64,6 +68,7 @@ class Session:
     def __init__(self, adapter: Adapter, engine: DeepCacheEngine | None = None) -> None:
         self.adapter = adapter
         self.engine = engine or DeepCacheEngine()
+        self.controlnets = ControlNetSatellites(self.engine)
         self.params: DeepCacheParams | None = None
         self.pending: DeepCacheParams | None = None
         self.runs: list[tuple[str, RunStats]] = []
@@ -107,6 +112,8 @@ class Session:
             self._check_peers(unet)
             self.adapter.install(self, unet)
             self.engine.check_branch(run_params.branch)
+            for model in self.adapter.control_models(p):
+                self.controlnets.attach(model)
         except (UnsupportedModel, EngineConflict, ValueError) as error:
             self._refuse(error)
             return
@@ -130,8 +137,7 @@ class Session:
     def after_sampling(self, p: Any) -> None:
         """The batch's sampling is over (both passes): unhook, and write this batch's stats."""
         self.collect()
-        self.engine.uninstall()
-        self.adapter.release()
+        self._unhook()
         if self.params is not None and self.runs and STATS_KEY in p.extra_generation_params:
             p.extra_generation_params[STATS_KEY] = " + ".join(
                 (f"{label} " if label else "") + stats.cached_text() for label, stats in self.runs)
@@ -139,8 +145,7 @@ class Session:
 
     def cleanup(self) -> None:
         """Remove every hook and forget the generation (end of generation, failure, unload)."""
-        self.engine.uninstall()
-        self.adapter.release()
+        self._unhook()
         self.params = self.pending = None
         self.runs = []
 
@@ -157,9 +162,13 @@ class Session:
         self.warn(f"{error}; generating without DeepCache")
         self.generation_params[ERROR_KEY] = str(error).replace(",", ";")
         self.generation_params.pop(STATS_KEY, None)
+        self._unhook()
+        self.pending = None
+
+    def _unhook(self) -> None:
+        self.controlnets.detach_all()
         self.engine.uninstall()
         self.adapter.release()
-        self.pending = None
 
     def collect(self) -> None:
         stats = self.engine.end_run()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,106 @@ def build_unet(arch: str | Arch, seed: int = 0) -> nn.Module:
             if module.bias is not None:
                 nn.init.normal_(module.bias, std=0.02)
     return unet
+
+
+class ControlNet(nn.Module):
+    """The ``cldm.ControlNet`` architecture that sd-webui-controlnet and Forge run: a copy of the U-Net's time
+    embedding, encoder and middle block, a hint encoder (image space to latent space, 8x down), and a 1x1
+    "zero" conv after each input block and after the middle block. Built from a U-Net's own ldm modules; the
+    convolutions that are zero-initialised in training get seeded random weights here, so every residual
+    matters."""
+
+    def __init__(self, unet: nn.Module, seed: int = 1, hint_channels: int = 3) -> None:
+        super().__init__()
+        import copy
+
+        from ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential
+
+        torch.manual_seed(seed)
+        self.model_channels = unet.model_channels
+        self.time_embed = copy.deepcopy(unet.time_embed)
+        self.input_blocks = copy.deepcopy(unet.input_blocks)
+        self.middle_block = copy.deepcopy(unet.middle_block)
+        widths = [hint_channels, 16, 16, 32, 32, 96, 96, 256]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+            layers += [nn.Conv2d(a, b, 3, padding=1, stride=2 if i in (2, 4, 6) else 1), nn.SiLU()]
+        layers.append(nn.Conv2d(widths[-1], self.model_channels, 3, padding=1))
+        self.input_hint_block = TimestepEmbedSequential(*layers)
+        channels = self._block_channels(unet)
+        self.zero_convs = nn.ModuleList(TimestepEmbedSequential(nn.Conv2d(c, c, 1)) for c in channels[:-1])
+        self.middle_block_out = TimestepEmbedSequential(nn.Conv2d(channels[-1], channels[-1], 1))
+        for conv in [*(z[0] for z in self.zero_convs), self.middle_block_out[0]]:
+            nn.init.normal_(conv.weight, std=0.05)
+        self.eval().requires_grad_(False)
+
+    def _block_channels(self, unet: nn.Module) -> list[int]:
+        """Output channels of each input block and of the middle block (one tiny forward of the copies)."""
+        from ldm.modules.diffusionmodules.util import timestep_embedding
+
+        channels, h = [], torch.zeros(1, unet.input_blocks[0][0].in_channels, 16, 16)
+        emb = self.time_embed(timestep_embedding(torch.zeros(1), self.model_channels))
+        context = torch.zeros(1, 1, context_dim(unet))
+        with torch.no_grad():
+            for block in [*self.input_blocks, self.middle_block]:
+                h = block(h, emb, context)
+                channels.append(h.shape[1])
+        return channels
+
+    def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor,
+                context: torch.Tensor) -> list[torch.Tensor]:
+        """One residual per skip, then one for the middle block, as ``cldm.ControlNet.forward`` returns them."""
+        from ldm.modules.diffusionmodules.util import timestep_embedding
+
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        guided_hint = self.input_hint_block(hint, emb, context)
+        outs, h = [], x
+        for i, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs)):
+            h = block(h, emb, context)
+            if i == 0:
+                h = h + guided_hint
+            outs.append(zero_conv(h, emb, context))
+        h = self.middle_block(h, emb, context)
+        outs.append(self.middle_block_out(h, emb, context))
+        return outs
+
+
+def controlled_forward(unet: nn.Module, units: Sequence[tuple[nn.Module, torch.Tensor]]) -> Callable:
+    """A U-Net forward like sd-webui-controlnet's ``forward_webui`` (set as the U-Net's instance ``forward``):
+    each unit's ControlNet runs first on its hint, then the U-Net loop with the summed residuals."""
+
+    def forward(x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, **_: Any) -> torch.Tensor:
+        return unet_with_control(unet, x, timesteps, context, control_residuals(units, x, timesteps, context))
+
+    return forward
+
+
+def control_residuals(units: Sequence[tuple[nn.Module, torch.Tensor]], x: torch.Tensor, timesteps: torch.Tensor,
+                      context: torch.Tensor) -> list[torch.Tensor]:
+    """The summed residuals of every unit (a ControlNet and its hint image)."""
+    control = None
+    for controlnet, hint in units:
+        outs = controlnet(x, hint.expand(x.shape[0], -1, -1, -1), timesteps=timesteps, context=context)
+        control = outs if control is None else [a + b for a, b in zip(control, outs)]
+    return control
+
+
+def unet_with_control(unet: nn.Module, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                      control: list[torch.Tensor]) -> torch.Tensor:
+    """The U-Net loop of the ControlNet extensions: every block called as ``module(...)``, the last residual
+    added to the middle output and the others to the skips."""
+    from ldm.modules.diffusionmodules.util import timestep_embedding
+
+    control = list(control)
+    emb = unet.time_embed(timestep_embedding(timesteps, unet.model_channels))
+    hs, h = [], x
+    for block in unet.input_blocks:
+        h = block(h, emb, context)
+        hs.append(h)
+    h = unet.middle_block(h, emb, context) + control.pop()
+    for block in unet.output_blocks:
+        h = block(torch.cat([h, hs.pop() + control.pop()], dim=1), emb, context)
+    return unet.out(h)
 
 
 def context_dim(unet: nn.Module) -> int:
