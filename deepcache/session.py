@@ -112,8 +112,9 @@ class Session:
             self._check_peers(unet)
             self.adapter.install(self, unet)
             self.engine.check_branch(run_params.branch)
-            for model in self.adapter.control_models(p):
-                self.controlnets.attach(model)
+            attached = sum(self.controlnets.attach(model) for model in self.adapter.control_models(p))
+            if attached and self.print_stats:
+                print(f"[DeepCache] {attached} ControlNet(s) follow the cache: retrieval steps skip their deep blocks")
         except (UnsupportedModel, EngineConflict, ValueError) as error:
             self._refuse(error)
             return
