@@ -54,6 +54,7 @@ PROGRAM = textwrap.dedent("""
 
 def test_the_script_loads_beside_a_peers_top_level_deepcache_module(tmp_path):
     for order in ("before", "after"):
-        result = subprocess.run([sys.executable, "-c", PROGRAM.replace("ORDER", order).replace("SCRIPT_PATH", repr(str(SCRIPT)))],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        program = PROGRAM.replace("ORDER", order).replace("SCRIPT_PATH", repr(str(SCRIPT)))
+        result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300)
         assert result.returncode == 0 and "loaded" in result.stdout, result.stderr[-3000:]

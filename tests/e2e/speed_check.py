@@ -5,6 +5,7 @@ and print the ratios.
 usage: python tests/e2e/speed_check.py --url http://127.0.0.1:7860 [--checkpoint model.safetensors]
        [--size 256] [--steps 20] [--sampler Euler] [--rounds 2] [--args '[true, 3, 0]']
        [--peer-url http://127.0.0.1:7864 --peer-args '[...]' --peer-name sd-deepcache]
+       [--alwayson '{"ControlNet": {"args": [{...}]}}']   (other scripts in every request, e.g. a ControlNet)
 Not a test (speed targets are not asserted in timed tests): the numbers go into the closing notes. Hold an
 exclusive lock on the machine for the whole series: a 2-core machine gives worthless timings otherwise.
 """
@@ -37,21 +38,26 @@ def main() -> None:
     ap.add_argument("--peer-url", help="a second server where another DeepCache extension answers to 'DeepCache'")
     ap.add_argument("--peer-args", help="that extension's args (JSON list) at the equivalent settings")
     ap.add_argument("--peer-name", default="peer")
+    ap.add_argument("--alwayson", default="{}", help="other alwayson_scripts for every request (JSON object)")
     a = ap.parse_args()
     webui = Webui(a.url.rstrip("/"))
     peer = Webui(a.peer_url.rstrip("/")) if a.peer_url else None
     previous = webui.request("/sdapi/v1/options").body.get("sd_model_checkpoint")
     if a.checkpoint:
         webui.request("/sdapi/v1/options", {"sd_model_checkpoint": a.checkpoint})
+    sizes = dict(width=a.size, height=a.size, steps=a.steps, sampler_name=a.sampler)
+
+    def common() -> dict:
+        return {**sizes, "alwayson_scripts": json.loads(a.alwayson)}  # a fresh dict: txt2img adds DeepCache
+
     try:
-        common = dict(width=a.size, height=a.size, steps=a.steps, sampler_name=a.sampler)
         variants: dict[str, Callable[[], Result]] = {
-            "off": lambda: webui.txt2img(**common),
-            "DeepCache (this)": lambda: webui.txt2img(json.loads(a.args), **common)}
+            "off": lambda: webui.txt2img(**common()),
+            "DeepCache (this)": lambda: webui.txt2img(json.loads(a.args), **common())}
         if peer is not None:
-            variants[a.peer_name] = lambda: peer.txt2img(json.loads(a.peer_args), **common)
-            peer.txt2img(**{**common, "steps": 2})
-        webui.txt2img(**{**common, "steps": 2})  # warm-up (model load, first-call allocations)
+            variants[a.peer_name] = lambda: peer.txt2img(json.loads(a.peer_args), **common())
+            peer.txt2img(**{**common(), "steps": 2})
+        webui.txt2img(**{**common(), "steps": 2})  # warm-up (model load, first-call allocations)
         times: dict[str, list[float]] = {name: [] for name in variants}
         images: dict[str, bytes] = {}
         for round_ in range(a.rounds):
