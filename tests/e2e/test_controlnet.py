@@ -1,8 +1,9 @@
 """DeepCache with ControlNet in a real webui (sd-webui-controlnet on A1111, the built-in one on Forge), through
 one API payload for both extensions.
 
-Set ``WEBUI_CONTROLNET_MODEL`` to a ControlNet model name as ``/controlnet/model_list`` lists it (A1111) or as
-Forge's ControlNet accepts it; without it, or without a ControlNet extension, these tests are skipped. With
+Set ``WEBUI_CONTROLNET_MODEL`` to a ControlNet model name as ``/controlnet/model_list`` lists it, and
+``WEBUI_CONTROLNET_MODULE`` to the "no preprocessor" name where it is not "none" (Forge: "None"); without a
+model, or without a ControlNet extension, these tests are skipped. With
 ``WEBUI_LOG`` set, the tests also check that the ControlNet was made to follow the cache.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from webui_client import SIZE, STEPS
 
 MODEL = os.environ.get("WEBUI_CONTROLNET_MODEL")
+MODULE = os.environ.get("WEBUI_CONTROLNET_MODULE", "none")  # the "no preprocessor" name (Forge: "None")
 LOG = os.environ.get("WEBUI_LOG")
 CACHED = re.compile(r"DeepCache: \"?(\d+)/(\d+) steps cached")
 ON = [True, 3, 0]
@@ -36,7 +38,7 @@ def pattern(seed: int) -> str:
 
 
 def unit(seed: int = 0, **changes) -> dict:
-    return {"enabled": True, "module": "none", "model": MODEL, "image": pattern(seed), "weight": 1.0,
+    return {"enabled": True, "module": MODULE, "model": MODEL, "image": pattern(seed), "weight": 1.0,
             "guidance_start": 0.0, "guidance_end": 1.0, "pixel_perfect": False, "resize_mode": "Crop and Resize",
             "control_mode": "Balanced", **changes}
 
