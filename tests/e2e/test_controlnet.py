@@ -73,6 +73,7 @@ def log_since(start: int) -> str:
 def test_controlnet_alone_is_untouched_by_deepcache_installed_but_off(webui, controlnet):
     alone = generate(webui, [unit()])
     assert "ControlNet" in alone.infotext and not CACHED.search(alone.infotext)
+    assert alone.pixels() != generate(webui, None).pixels()  # the control is applied at all
     assert generate(webui, [unit()], [True, 1, 0]).pixels() == alone.pixels()  # hooks on, nothing cached
     generate(webui, [unit()], ON)
     assert generate(webui, [unit()], [False]).pixels() == alone.pixels()  # nothing left behind
