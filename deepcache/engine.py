@@ -281,19 +281,22 @@ class DeepCacheEngine:
         """The pass of the U-Net call about to run, opened now if the U-Net's blocks have not opened it; the
         U-Net's ``input_blocks[0]`` then joins it instead of opening another. A ControlNet runs before the
         U-Net's blocks, so it can only skip its deep part once this decision is made."""
-        if self._pass is None or self._pass.in_unet:
+        if not self._held_before_unet():
             self._start_pass(x)
         return self._pass
 
     def note_timestep(self, t: float) -> None:
         """A module that runs before the U-Net call (Forge's ControlNet) reports the call's timestep, unless a
         pass is already open for it."""
-        if self._run is not None and (self._pass is None or self._pass.in_unet):
+        if self._run is not None and not self._held_before_unet():
             self._pending = (t, None)
 
+    def _held_before_unet(self) -> bool:
+        """A pass is open that a module running before the U-Net's blocks opened for the coming U-Net call."""
+        return self._pass is not None and not self._pass.in_unet
+
     def _enter_unet(self, x: torch.Tensor) -> None:
-        p = self._pass
-        if p is not None and not p.in_unet:
+        if self._held_before_unet():
             self._pending = None  # this call's own report (Forge) came after the ControlNet opened the pass
         else:
             self._start_pass(x)
