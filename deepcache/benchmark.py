@@ -32,7 +32,17 @@ from tqdm.auto import tqdm
 from .controlnet import ControlNetSatellites
 from .engine import DeepCacheEngine
 from .params import SCHEDULES, DeepCacheParams
-from .testbed import ARCHS, SAMPLERS, ControlNet, Pipeline, build_unet, controlled_forward, timed_calls
+from .testbed import (
+    ARCHS,
+    SAMPLERS,
+    ControlNet,
+    Pipeline,
+    build_unet,
+    controlled_forward,
+    time_embedding,
+    timed_calls,
+    unet_kwargs,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,12 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def shallow_pass(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, branch: int,
-                 deep: torch.Tensor) -> torch.Tensor:
+                 deep: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """What a retrieval step at ``branch`` cannot avoid computing; ``deep`` stands for the cached tensor."""
-    from ldm.modules.diffusionmodules.util import timestep_embedding
-
     n = len(unet.input_blocks)
-    emb = unet.time_embed(timestep_embedding(t, unet.model_channels, repeat_only=False))
+    emb = time_embedding(unet, t, y)
     skips, h = [], x
     for block in unet.input_blocks[:branch + 1]:
         h = block(h, emb, context)
@@ -189,23 +197,24 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     cond, uncond = pipe.conditioning(a.images)
     x = torch.cat([pipe.noise(a.images, a.size)] * 2)
     t = torch.full((x.shape[0],), 500.0)
-    context = torch.cat([cond, uncond])
+    kwargs = unet_kwargs(unet, torch.cat([cond, uncond]))
+    context = kwargs["context"]
     deep: dict[int, torch.Tensor] = {}
     hooks = [b.register_forward_hook(lambda m, i, o, j=j: deep.__setitem__(j, o))
              for j, b in enumerate(unet.output_blocks)]
 
     def full() -> None:
-        unet(x, t, context=context)
+        unet(x, t, **kwargs)
 
     def shallow(k: int) -> None:
-        shallow_pass(unet, x, t, context, k, deep[n - 2 - k] if k < n - 1 else deep_mid)
+        shallow_pass(unet, x, t, context, k, deep[n - 2 - k] if k < n - 1 else deep_mid, kwargs.get("y"))
 
     with torch.no_grad():
         log("warm-up and step costs")
         full()
         for h in hooks:
             h.remove()
-        deep_mid = unet.middle_block(*_middle_inputs(unet, x, t, context))
+        deep_mid = unet.middle_block(*_middle_inputs(unet, x, t, kwargs))
         branch_costs = {}
         if a.plot:  # the cost of a retrieval at every branch, relative to a full pass
             full_cost = min(timed_calls(full, a.repeats))
@@ -279,11 +288,11 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     }
 
 
-def _middle_inputs(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> tuple:
+def _middle_inputs(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, torch.Tensor]) -> tuple:
     """The middle block's inputs on a full pass (for branch n-1, whose cached tensor is its output)."""
     seen: list[tuple] = []
     handle = unet.middle_block.register_forward_pre_hook(lambda m, args: seen.append(args))
-    unet(x, t, context=context)
+    unet(x, t, **kwargs)
     handle.remove()
     return seen[0]
 

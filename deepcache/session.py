@@ -13,6 +13,7 @@ from torch import nn
 
 from .controlnet import ControlNetSatellites
 from .engine import DeepCacheEngine, EngineConflict
+from .estimate import Calibration
 from .params import PARAM_SPECS, DeepCacheParams
 from .peers import peer_hook
 from .stats import RunStats
@@ -69,6 +70,7 @@ class Session:
         self.adapter = adapter
         self.engine = engine or DeepCacheEngine()
         self.controlnets = ControlNetSatellites(self.engine)
+        self.calibration = Calibration()
         self.params: DeepCacheParams | None = None
         self.pending: DeepCacheParams | None = None
         self.runs: list[tuple[str, RunStats]] = []
@@ -172,9 +174,14 @@ class Session:
         self.adapter.release()
 
     def collect(self) -> None:
+        """End the engine's run, if any: keep its stats for the infotext and its pass times for the estimate."""
+        branch = self.engine.branch if self.engine.running else None
+        layout = self.engine.layout
         stats = self.engine.end_run()
         if stats is not None and stats.steps:
             self.runs.append((self.run_label, stats))
+            if layout is not None and branch is not None:
+                self.calibration.record(layout.depth, branch, stats)
             if self.print_stats:
                 print(f"[DeepCache]{' ' + self.run_label if self.run_label else ''} {stats.summary()}")
 

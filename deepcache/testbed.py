@@ -46,25 +46,34 @@ def import_k_diffusion() -> Any:
 
 @dataclass(frozen=True)
 class Arch:
-    """A U-Net shape: ``unet`` are ldm ``UNetModel`` kwargs."""
+    """A U-Net shape: ``unet`` are ldm ``UNetModel`` kwargs. SDXL's design adds what ldm's ``UNetModel`` lacks:
+    ``depths``, the transformer depth at each level (the middle block takes the last level's), and
+    ``adm_in_channels``, the width of the ``y`` vector embedded into the time embedding (sgm's ``label_emb``)."""
 
     name: str
     unet: dict[str, Any]
     description: str
+    depths: tuple[int, ...] | None = None
+    adm_in_channels: int | None = None
 
 
 _SD15 = dict(in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1], num_res_blocks=2,
              channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True, transformer_depth=1,
              context_dim=768, legacy=False)
+_SDXL = dict(_SD15, channel_mult=[1, 2, 4], attention_resolutions=[4, 2], num_heads=-1, num_head_channels=64,
+             context_dim=2048, use_linear_in_transformer=True)
 ARCHS: dict[str, Arch] = {a.name: a for a in (
     Arch("sd15", dict(_SD15, image_size=32), "SD1.5 U-Net (v1-inference config), 12/1/12 blocks, 860M params"),
-    Arch("sdxl", dict(_SD15, image_size=32, channel_mult=[1, 2, 4], attention_resolutions=[4, 2],
-                      num_heads=-1, num_head_channels=64, context_dim=2048, use_linear_in_transformer=True),
-         "SDXL-shaped U-Net: SDXL's 9/1/9 block layout, channels and context width (one transformer per level)"),
+    Arch("sdxl", dict(_SDXL, image_size=32),
+         "SDXL base U-Net (sd_xl_base config: 9/1/9 blocks, transformer depth 0/2/10, y of 2816), 2.6B params",
+         depths=(0, 2, 10), adm_in_channels=2816),
     Arch("tiny", dict(_SD15, image_size=8, model_channels=32, num_heads=2, context_dim=32),
          "SD1.5 block layout (12/1/12) with 32 base channels, for tests"),
     Arch("tiny-xl", dict(_SD15, image_size=8, model_channels=32, channel_mult=[1, 2, 4], attention_resolutions=[4, 2],
                          num_heads=2, context_dim=32), "SDXL block layout (9/1/9) with 32 base channels"),
+    Arch("tiny-sdxl", dict(_SDXL, image_size=8, model_channels=32, num_head_channels=16, context_dim=32),
+         "SDXL's design (depths 0/2/3, y vector) with 32 base channels, for tests", depths=(0, 2, 3),
+         adm_in_channels=24),
     Arch("tiny-inpaint", dict(_SD15, image_size=8, in_channels=9, model_channels=32, num_heads=2, context_dim=32),
          "9-channel inpainting U-Net, SD1.5 layout, 32 base channels"),
 )}
@@ -78,6 +87,13 @@ def build_unet(arch: str | Arch, seed: int = 0) -> nn.Module:
     spec = ARCHS[arch] if isinstance(arch, str) else arch
     torch.manual_seed(seed)
     unet = UNetModel(**spec.unet).eval().requires_grad_(False)
+    if spec.depths:
+        _set_transformer_depths(unet, spec.depths)
+    if spec.adm_in_channels:
+        width = unet.time_embed[0].out_features
+        unet.num_classes = "sequential"  # ldm's forward then adds ``label_emb(y)`` to the time embedding
+        unet.label_emb = nn.Sequential(nn.Sequential(nn.Linear(spec.adm_in_channels, width), nn.SiLU(),
+                                                     nn.Linear(width, width))).requires_grad_(False)
     for module in unet.modules():
         weight = getattr(module, "weight", None)
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) and not weight.any():
@@ -85,6 +101,47 @@ def build_unet(arch: str | Arch, seed: int = 0) -> nn.Module:
             if module.bias is not None:
                 nn.init.normal_(module.bias, std=0.02)
     return unet
+
+
+def _set_transformer_depths(unet: nn.Module, depths: Sequence[int]) -> None:
+    """Give each ``SpatialTransformer`` the depth of its level, as sgm's ``transformer_depth`` list does
+    (ldm takes one depth for all): level ``l`` has ``model_channels * channel_mult[l]`` channels, and the middle
+    block's transformer sits at the deepest level. Added blocks are fresh, seeded copies of the first."""
+    import copy
+
+    from ldm.modules.attention import SpatialTransformer
+
+    depth_of = {unet.model_channels * mult: depth for mult, depth in zip(unet.channel_mult, depths)}
+    for module in unet.modules():
+        if isinstance(module, SpatialTransformer):
+            first = module.transformer_blocks[0]
+            blocks = [first] + [copy.deepcopy(first) for _ in range(depth_of[module.in_channels] - 1)]
+            for block in blocks[1:]:
+                for layer in block.modules():
+                    if hasattr(layer, "reset_parameters"):
+                        layer.reset_parameters()
+            module.transformer_blocks = nn.ModuleList(blocks)
+
+
+def unet_kwargs(unet: nn.Module, context: torch.Tensor) -> dict[str, Any]:
+    """The conditioning a U-Net call takes besides ``x`` and the timesteps. For SDXL's design: ``y`` (a seeded
+    stand-in for the pooled text embedding and the size/crop embeddings), and ``context`` once per transformer
+    block, because ldm's ``SpatialTransformer`` gives its block ``i`` ``context[i]`` where sgm's gives every
+    block the one context (a list of the same tensor makes ldm do what sgm does)."""
+    if getattr(unet, "num_classes", None) is None:
+        return {"context": context}
+    width = unet.label_emb[0][0].in_features
+    y = torch.randn(1, width, generator=torch.Generator().manual_seed(0)).expand(len(context), -1)
+    depth = max(len(m.transformer_blocks) for m in unet.modules() if hasattr(m, "transformer_blocks"))
+    return {"context": [context] * depth, "y": y}
+
+
+def time_embedding(unet: nn.Module, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The embedding every block receives, computed as ldm/sgm's ``UNetModel.forward`` does."""
+    from ldm.modules.diffusionmodules.util import timestep_embedding
+
+    emb = unet.time_embed(timestep_embedding(timesteps, unet.model_channels, repeat_only=False))
+    return emb if y is None else emb + unet.label_emb(y)
 
 
 class ControlNet(nn.Module):
@@ -153,8 +210,9 @@ def controlled_forward(unet: nn.Module, units: Sequence[tuple[nn.Module, torch.T
     """A U-Net forward like sd-webui-controlnet's ``forward_webui`` (set as the U-Net's instance ``forward``):
     each unit's ControlNet runs first on its hint, then the U-Net loop with the summed residuals."""
 
-    def forward(x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, **_: Any) -> torch.Tensor:
-        return unet_with_control(unet, x, timesteps, context, control_residuals(units, x, timesteps, context))
+    def forward(x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None = None,
+                **_: Any) -> torch.Tensor:
+        return unet_with_control(unet, x, timesteps, context, control_residuals(units, x, timesteps, context), y)
 
     return forward
 
@@ -170,13 +228,11 @@ def control_residuals(units: Sequence[tuple[nn.Module, torch.Tensor]], x: torch.
 
 
 def unet_with_control(unet: nn.Module, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                      control: list[torch.Tensor]) -> torch.Tensor:
+                      control: list[torch.Tensor], y: torch.Tensor | None = None) -> torch.Tensor:
     """The U-Net loop of the ControlNet extensions: every block called as ``module(...)``, the last residual
     added to the middle output and the others to the skips."""
-    from ldm.modules.diffusionmodules.util import timestep_embedding
-
     control = list(control)
-    emb = unet.time_embed(timestep_embedding(timesteps, unet.model_channels))
+    emb = time_embedding(unet, timesteps, y)
     hs, h = [], x
     for block in unet.input_blocks:
         h = block(h, emb, context)
@@ -207,7 +263,7 @@ class LatentModel(nn.Module):
         self.model.diffusion_model = unet
 
     def apply_model(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return self.model.diffusion_model(x, t, context=cond)
+        return self.model.diffusion_model(x, t, **unet_kwargs(self.model.diffusion_model, cond))
 
 
 class CFGDenoiser(nn.Module):
@@ -317,7 +373,8 @@ class Pipeline:
         with torch.no_grad():
             for i, t in enumerate(timesteps):
                 ts = torch.full((2 * images,), t, dtype=torch.long)
-                c, u = self.unet(torch.cat([x, x]), ts, context=torch.cat([cond, uncond])).split(images)
+                kwargs = unet_kwargs(self.unet, torch.cat([cond, uncond]))
+                c, u = self.unet(torch.cat([x, x]), ts, **kwargs).split(images)
                 eps = u + (c - u) * 7.0
                 a, a_prev = alphas[t], alphas[timesteps[i + 1]] if i + 1 < len(timesteps) else torch.tensor(1.0)
                 x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()

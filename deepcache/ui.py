@@ -23,10 +23,11 @@ def control(gr: Any, spec: ParamSpec, elem_id: Callable[[str], str], value: Any 
 
 
 def build(gr: Any, accordion: Callable[..., Any], elem_id: Callable[[str], str],
-          defaults: dict[str, Any], max_branch: Callable[[], int]) -> list[Any]:
+          defaults: dict[str, Any], max_branch: Callable[[], int], costs: dict[str, Any]) -> list[Any]:
     """The accordion with the enable box in its header, the main sliders, an estimate line and an advanced
     group; returns the components in ``PARAM_SPECS`` order (the script's positional args). Turning it on
-    sets the branch sliders' maximum to what the loaded model has (11 for SD1/SD2, 8 for SDXL)."""
+    sets the branch sliders' maximum to what the loaded model has (11 for SD1/SD2, 8 for SDXL). ``costs`` are
+    the estimate's first retrieval costs (``Calibration.costs``); the JavaScript refreshes them."""
     made: dict[str, Any] = {}
     enabled = PARAM_SPECS[0]
     with accordion(False, label=enabled.label, elem_id=elem_id("accordion")) as made[enabled.name]:
@@ -34,7 +35,7 @@ def build(gr: Any, accordion: Callable[..., Any], elem_id: Callable[[str], str],
             with gr.Row():
                 for name in row:
                     made[name] = control(gr, _spec(name), elem_id, defaults.get(name))
-        gr.HTML(estimate_html(), elem_id=elem_id("estimate"))
+        gr.HTML(estimate_html(costs), elem_id=elem_id("estimate"))
         with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
             for spec in PARAM_SPECS:
                 if spec.advanced:

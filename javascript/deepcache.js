@@ -1,5 +1,6 @@
 // DeepCache: a live estimate of the speed-up under the sliders, and tooltips from the parameters' help texts.
-// The numbers come from the server (deepcache/estimate.py) in the estimate element's data attributes.
+// The numbers come from the server (deepcache/estimate.py) in the estimate element's data attributes; they are
+// refreshed from its costs route (the loaded model's family, calibrated by the last run) when a control changes.
 (function() {
     function value(tab, id) {
         var el = gradioApp().querySelector('#script_' + tab + '_deepcache_' + id + ' input[type=number]');
@@ -31,6 +32,25 @@
         var speedup = steps / (full + (steps - full) * cost);
         span.textContent = '≈' + speedup.toFixed(1) + '× faster (estimate): ' + full + ' of ' + steps +
             ' steps run the whole U-Net, ' + (steps - full) + ' reuse its deep features';
+        span.title = 'Retrieval step costs: ' + span.dataset.source;
+    }
+
+    var lastFetch = 0;
+    function refresh(tab, span) {
+        // at most every 3 s: a model switch or a finished run changes the costs, a slider drag does not
+        if (Date.now() - lastFetch < 3000) return;
+        lastFetch = Date.now();
+        fetch(span.dataset.route).then(function(response) { return response.ok ? response.json() : null; })
+            .then(function(costs) {
+                if (!costs || !Array.isArray(costs.costs)) return;
+                ['txt2img', 'img2img'].forEach(function(other) {
+                    var el = gradioApp().querySelector('#script_' + other + '_deepcache_estimate .deepcache-estimate');
+                    if (!el) return;
+                    el.dataset.costs = JSON.stringify(costs.costs);
+                    el.dataset.source = costs.source;
+                    update(other, el);
+                });
+            }).catch(function() {});
     }
 
     function setup(tab) {
@@ -49,8 +69,9 @@
                 return gradioApp().getElementById('script_' + tab + '_deepcache_' + name);
             }));
         watched.forEach(function(el) {
-            if (el) el.addEventListener('input', function() { update(tab, span); });
+            if (el) el.addEventListener('input', function() { update(tab, span); refresh(tab, span); });
         });
+        if (accordion) accordion.addEventListener('click', function() { refresh(tab, span); });
         update(tab, span);
     }
 

@@ -33,6 +33,7 @@ def import_own_package() -> None:
 
 import_own_package()
 from sd_webui_deepcache_engine import webui  # noqa: E402
+from sd_webui_deepcache_engine.estimate import COSTS_ROUTE  # noqa: E402
 from sd_webui_deepcache_engine.params import PARAM_SPECS, SPECS_BY_NAME  # noqa: E402
 from sd_webui_deepcache_engine.peers import peer_extensions  # noqa: E402
 from sd_webui_deepcache_engine.session import STATS_KEY, Session  # noqa: E402
@@ -57,7 +58,8 @@ class DeepCacheScript(scripts.Script):
     def ui(self, is_img2img: bool):
         defaults = {name: shared.opts.data.get(f"deepcache_default_{name}", SPECS_BY_NAME[name].default)
                     for name in SETTING_DEFAULTS}
-        controls = build(gr, InputAccordion, self.elem_id, defaults, loaded_max_branch)
+        controls = build(gr, InputAccordion, self.elem_id, defaults, loaded_max_branch,
+                         session.calibration.costs(loaded_depth()))
         self.infotext_fields = [(controls[0], lambda d: STATS_KEY in d)] + [
             (c, lambda d, s=spec: d.get(s.label, s.default) if STATS_KEY in d else None)
             for c, spec in zip(controls[1:], PARAM_SPECS[1:])]
@@ -89,12 +91,23 @@ class DeepCacheScript(scripts.Script):
         session.cleanup()
 
 
+def loaded_depth() -> int | None:
+    """How many input blocks the loaded model's U-Net has; None when there is none or it cannot be told."""
+    try:
+        return inspect_unet(adapter.unet_of_model(shared.sd_model)).depth
+    except Exception:
+        return None
+
+
 def loaded_max_branch() -> int:
     """The deepest branch the loaded model has (its maximum in the UI); the spec's when it cannot be told."""
-    try:
-        return inspect_unet(adapter.unet_of_model(shared.sd_model)).max_branch
-    except Exception:
-        return SPECS_BY_NAME["branch"].maximum
+    depth = loaded_depth()
+    return SPECS_BY_NAME["branch"].maximum if depth is None else depth - 1
+
+
+def on_app_started(_demo, app) -> None:
+    """The estimate's costs for the loaded model, refreshed by the UI's JavaScript (calibrated by the last run)."""
+    app.add_api_route(COSTS_ROUTE, lambda: session.calibration.costs(loaded_depth()), methods=["GET"])
 
 
 def on_ui_settings() -> None:
@@ -122,5 +135,6 @@ def on_before_ui() -> None:
 
 script_callbacks.on_ui_settings(on_ui_settings)
 script_callbacks.on_before_ui(on_before_ui)
+script_callbacks.on_app_started(on_app_started)
 script_callbacks.on_cfg_denoiser(adapter.on_cfg_denoiser)
 script_callbacks.on_script_unloaded(session.cleanup)

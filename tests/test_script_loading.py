@@ -24,7 +24,7 @@ PROGRAM = textwrap.dedent("""
 
     module("modules").__path__ = []
     module("modules.script_callbacks", **{name: lambda *a, **k: None for name in (
-        "on_ui_settings", "on_before_ui", "on_cfg_denoiser", "on_script_unloaded")})
+        "on_ui_settings", "on_before_ui", "on_cfg_denoiser", "on_script_unloaded", "on_app_started")})
     module("modules.scripts", Script=Script, AlwaysVisible=object(), scripts_data=[])
     module("modules.shared", opts=types.SimpleNamespace(data={}))
     module("modules.ui_components", InputAccordion=None)

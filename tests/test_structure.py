@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from deepcache import DeepCacheEngine, DeepCacheParams, UnsupportedModel, inspect_unet
-from deepcache.testbed import build_unet, context_dim
+from deepcache.testbed import build_unet, context_dim, unet_kwargs
 
 
 @pytest.mark.parametrize("arch,depth", [("tiny", 12), ("tiny-xl", 9), ("tiny-inpaint", 12)])
@@ -34,8 +34,8 @@ def test_branch_beyond_the_models_depth_is_rejected():
 
 @pytest.mark.parametrize("arch", ["sd15", "sdxl"])
 def test_full_size_structures_run_every_branch(arch):
-    """SD1.5 (12/1/12) and SDXL-shaped (9/1/9) U-Nets at full width, tiny latent: every branch's retrieval
-    pass returns the right shape and stays close to the full pass."""
+    """SD1.5 (12/1/12) and SDXL (9/1/9, transformer depths 0/2/10, ``y``) U-Nets at full width, tiny latent:
+    every branch's retrieval pass returns the right shape and stays close to the full pass."""
     unet = build_unet(arch)
     ctx = torch.randn(2, 4, context_dim(unet))
     x = torch.randn(2, 4, 8, 8)
@@ -44,8 +44,8 @@ def test_full_size_structures_run_every_branch(arch):
     with torch.no_grad():
         for k in (0, len(unet.input_blocks) // 2, len(unet.input_blocks) - 1):
             engine.begin_run(DeepCacheParams(enabled=True, branch=k, interval=2), 2, [600.0, 590.0])
-            full = unet(x, torch.full((2,), 600.0), context=ctx)
-            cached = unet(x, torch.full((2,), 590.0), context=ctx)
+            full = unet(x, torch.full((2,), 600.0), **unet_kwargs(unet, ctx))
+            cached = unet(x, torch.full((2,), 590.0), **unet_kwargs(unet, ctx))
             stats = engine.end_run()
             assert (stats.full_passes, stats.cached_passes) == (1, 1)
             assert cached.shape == full.shape and torch.isfinite(cached).all()

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from webui_client import SIZE, STEPS, parse_infotext
+from webui_client import OTHER, SIZE, STEPS, parse_infotext
 
 from deepcache.params import DeepCacheParams
 
@@ -56,6 +56,17 @@ def test_bad_args_are_refused_with_a_message_and_the_image_is_generated(webui, b
     assert "DeepCache error" in result.infotext and message in result.infotext
     assert not CACHED.search(result.infotext)
     assert result.pixels() == baseline.pixels()
+
+
+def test_branch_limit_follows_the_loaded_model(webui, baseline):
+    """SDXL's U-Net has 9 input blocks: branch 9-11 is refused there (image without DeepCache); SD1/SD2 take 11."""
+    if webui.family == "SDXL":
+        result = webui.txt2img([True, 3, 9])
+        assert "'branch' must be int in [0; 8]" in result.infotext and not CACHED.search(result.infotext)
+        assert result.pixels() == baseline.pixels()
+        assert cached_steps(webui.txt2img([True, 3, 8]).infotext)[0] > 0
+    else:
+        assert cached_steps(webui.txt2img([True, 3, 11]).infotext)[0] > 0
 
 
 def test_named_args_in_a_leading_dict(webui):
@@ -169,12 +180,16 @@ def test_interrupt_leaves_no_hook_behind(webui, baseline):
 
 
 def other_checkpoint(webui) -> str:
-    """A second checkpoint to switch to (hires checkpoint, refiner), or skip."""
+    """A second checkpoint to switch to (hires checkpoint, refiner): ``WEBUI_E2E_OTHER``, or another in the
+    A1111 lab, or skip."""
+    if OTHER:
+        return OTHER
     current = webui.request("/sdapi/v1/options").body.get("sd_model_checkpoint", "")
     others = [m["title"] for m in webui.request("/sdapi/v1/sd-models").body
               if m["title"] != current and m["model_name"] not in current]
     if not others or webui.is_forge:
-        pytest.skip("needs a second checkpoint of the same family (the A1111 lab has micro and tiny)")
+        pytest.skip("needs a second checkpoint of the same family (set WEBUI_E2E_OTHER; the A1111 lab has micro "
+                    "and tiny)")
     return sorted(others, key=lambda title: "tiny" not in title)[0]
 
 

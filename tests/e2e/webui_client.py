@@ -1,7 +1,10 @@
 """HTTP client for the end-to-end tests: a running webui (A1111 or Forge) with this extension installed.
 
 Set ``WEBUI_URL`` (e.g. http://127.0.0.1:7861) to run them; without it every test here is skipped.
-``WEBUI_E2E_SIZE`` (default 64) and ``WEBUI_E2E_STEPS`` (default 8) size the images.
+``WEBUI_E2E_SIZE`` (default 64) and ``WEBUI_E2E_STEPS`` (default 8) size the images. ``WEBUI_E2E_MODEL`` names
+the checkpoint to test with (loaded before the first test; default: the one loaded), ``WEBUI_E2E_OTHER`` the
+checkpoint to switch to for the refiner and hires-checkpoint tests (e.g. the SDXL refiner; default: another
+checkpoint of the A1111 lab, skipped on Forge).
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ from typing import Any
 URL = os.environ.get("WEBUI_URL", "").rstrip("/")
 SIZE = int(os.environ.get("WEBUI_E2E_SIZE", "64"))
 STEPS = int(os.environ.get("WEBUI_E2E_STEPS", "8"))
+MODEL = os.environ.get("WEBUI_E2E_MODEL", "")
+OTHER = os.environ.get("WEBUI_E2E_OTHER", "")
+COSTS_ROUTE = "/deepcache/v1/costs"
 
 
 @dataclass
@@ -57,6 +63,18 @@ class Webui:
                 return Result(response.status, json.loads(response.read() or b"{}"))
         except urllib.error.HTTPError as error:
             return Result(error.code, json.loads(error.read() or b"{}"))
+
+    @property
+    def family(self) -> str:
+        """The loaded model's family as the extension sees it ("SD1.x/SD2.x" or "SDXL")."""
+        return self.request(COSTS_ROUTE).body["family"]
+
+    def load(self, checkpoint: str) -> None:
+        """Make ``checkpoint`` (a title or file name) the loaded model."""
+        result = self.request("/sdapi/v1/options", {"sd_model_checkpoint": checkpoint})
+        assert result.status == 200, result.body
+        loaded = self.request("/sdapi/v1/options").body["sd_model_checkpoint"]
+        assert checkpoint.rsplit(".", 1)[0] in loaded, f"asked for {checkpoint}, the webui has {loaded}"
 
     def txt2img(self, deepcache: list | None = None, **extra: Any) -> Result:
         payload = {"prompt": "a red cat on a blue sofa", "negative_prompt": "blurry", "width": SIZE,
