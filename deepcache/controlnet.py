@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine import DeepCacheEngine, Wrapped, restore_forwards, set_forward, timestep_arg
+from .blockhooks import Wrapped, restore_forwards, set_forward
+from .engine import DeepCacheEngine, timestep_arg
 
 PARTS = ("input_blocks", "zero_convs", "middle_block", "middle_block_out")
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .blockhooks import BlockHooks, hooks_for
 from .params import DeepCacheParams
 from .schedule import plan_full_steps
 from .stats import RunStats
@@ -28,29 +29,6 @@ from .structure import UNetLayout, inspect_unet
 
 Role = tuple[str, int]  # ("in", i), ("mid", 0) or ("out", j)
 OWNER_ATTR = "_deepcache_engine"  # on a hooked U-Net: the engine whose wrappers are on its blocks
-
-
-Wrapped = tuple[nn.Module, Any, Callable]  # (module, the instance forward it had before, our wrapper)
-
-
-def set_forward(module: nn.Module, make_wrapper: Callable[[Callable], Callable]) -> Wrapped:
-    """Give ``module`` an instance-level ``forward`` wrapping its current one; the record undoes it."""
-    previous = module.__dict__.get("forward")  # an instance-level forward someone set before us
-    wrapper = make_wrapper(module.forward)
-    module.forward = wrapper
-    return module, previous, wrapper
-
-
-def restore_forwards(records: list[Wrapped]) -> None:
-    """Undo ``set_forward``. A module whose ``forward`` someone else replaced after us keeps theirs (unwrapping
-    it would break them); our wrapper inside it must then go inert, which the caller arranges."""
-    for module, previous, wrapper in records:
-        if module.__dict__.get("forward") is wrapper:
-            if previous is None:
-                del module.__dict__["forward"]
-            else:
-                module.forward = previous
-    records.clear()
 
 
 def timestep_arg(args: tuple, kwargs: dict, position: int = 1) -> float | None:
@@ -155,7 +133,7 @@ class DeepCacheEngine:
     def __init__(self) -> None:
         self.unet: nn.Module | None = None
         self.layout: UNetLayout | None = None
-        self._wrapped: list[Wrapped] = []
+        self._hooks: BlockHooks | None = None
         self._hook = None
         self._install_token = object()  # wrappers of an earlier install, left inside someone's wrapper, go inert
         self._run: Run | None = None
@@ -166,7 +144,8 @@ class DeepCacheEngine:
 
     # ---- install / uninstall -------------------------------------------------------------------------
     def install(self, unet: nn.Module, read_calls: bool = True) -> UNetLayout:
-        """Wrap the blocks of ``unet`` (idempotent for the same U-Net). Raises ``UnsupportedModel``.
+        """Wrap the blocks of ``unet`` (idempotent for the same U-Net), the way its forward reaches them
+        (``blockhooks.hooks_for``). Raises ``UnsupportedModel``.
 
         ``read_calls``: read each call's timestep with a forward pre-hook on ``unet``; pass False when the
         caller reports calls itself through ``note_call`` (Forge's U-Net function wrapper does)."""
@@ -182,9 +161,10 @@ class DeepCacheEngine:
         roles: list[tuple[nn.Module, Role]] = [(b, ("in", i)) for i, b in enumerate(layout.input_blocks)]
         roles.append((layout.middle_block, ("mid", 0)))
         roles += [(b, ("out", j)) for j, b in enumerate(layout.output_blocks)]
+        hooks = self._hooks = hooks_for(layout.input_blocks[0])
         for block, role in roles:
-            self._wrapped.append(set_forward(block, lambda original: self._make_wrapper(
-                original, role, role == ("in", 0), role == ("out", n - 1), token)))
+            hooks.wrap(block, lambda original, role=role: self._make_wrapper(
+                original, role, role == ("in", 0), role == ("out", n - 1), token))
         if read_calls:
             self._hook = unet.register_forward_pre_hook(self._read_call, with_kwargs=True)
         unet.__dict__[OWNER_ATTR] = self
@@ -196,7 +176,9 @@ class DeepCacheEngine:
         us keeps theirs (we cannot unwrap it without breaking them); our wrapper inside it only passes through."""
         self.end_run()
         self._install_token = object()
-        restore_forwards(self._wrapped)
+        if self._hooks is not None:
+            self._hooks.restore()
+        self._hooks = None
         if self._hook is not None:
             self._hook.remove()
         self._hook = None

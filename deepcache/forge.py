@@ -1,9 +1,11 @@
-"""Forge (main, backend rewrite): the U-Net lives in the ``UnetPatcher`` of ``p.sd_model.forge_objects``.
+"""Forge and its forks: the U-Net lives in the ``UnetPatcher`` of ``p.sd_model.forge_objects``.
 
-Forge resets its patchers before every sampling run, so each run clones the patcher and sets a U-Net
-function wrapper on the clone (chaining the one already there, e.g. MultiDiffusion's): it tells the engine
-each call's timestep and its ``cond_or_uncond`` composition. The blocks of the shared diffusion model are
-wrapped for the generation only and unwrapped after it, like in A1111.
+Two backends: Forge main and Forge Neo run their own ``backend`` (``IntegratedUNet2DConditionModel``, a
+``predictor`` maps sigma to timestep); Forge Classic and reForge run ComfyUI's ``ldm_patched`` (its
+``UNetModel``, ``model_sampling`` for the mapping, blocks reached through ``forward_timestep_embed``, see
+``blockhooks``). Each run clones the patcher and sets a U-Net function wrapper on the clone (chaining the one
+already there, e.g. MultiDiffusion's): it tells the engine each call's timestep and its ``cond_or_uncond``
+composition. The blocks of the shared diffusion model are wrapped for the generation only, like in A1111.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from .structure import UnsupportedModel
 
 
 class ForgeAdapter(A1111Adapter):
-    """Same denoiser callback and sampler schedule as A1111 (Forge keeps both); a different U-Net access."""
+    """Forge's ``backend`` (Forge main, Forge Neo). Same denoiser callback and sampler schedule as A1111 (Forge
+    keeps both); a different U-Net access."""
 
     name = "Forge"
 
@@ -29,11 +32,20 @@ class ForgeAdapter(A1111Adapter):
     def unet_of_model(self, model: Any) -> nn.Module:
         patcher = model.forge_objects.unet
         diffusion_model = patcher.model.diffusion_model
-        config = getattr(diffusion_model, "config", None) or {}
-        if config.get("model_channels") is None:
+        if self.model_channels(diffusion_model) is None:
             raise UnsupportedModel(f"{type(diffusion_model).__name__} is not a U-Net (Flux, SD3 and Chroma are "
                                    "transformers); DeepCache supports SD1.x, SD2.x and SDXL")
         return diffusion_model
+
+    @staticmethod
+    def model_channels(diffusion_model: Any) -> int | None:
+        """The U-Net's base width from its config; transformers (Flux, SD3, Chroma) have none."""
+        return (getattr(diffusion_model, "config", None) or {}).get("model_channels")
+
+    @staticmethod
+    def timestep_model(model: Any) -> Any:
+        """What maps a sigma to the U-Net's timestep (``.timestep(sigma)``)."""
+        return model.predictor
 
     def install(self, session: Session, unet: nn.Module) -> None:
         session.engine.install(unet, read_calls=False)
@@ -50,8 +62,9 @@ class ForgeAdapter(A1111Adapter):
     def prepare(self, p: Any, session: Session) -> None:
         super().prepare(p, session)
         patcher = p.sd_model.forge_objects.unet.clone()
-        predictor = self.predictor = patcher.model.predictor
+        predictor = self.predictor = self.timestep_model(patcher.model)
         previous = patcher.model_options.get("model_function_wrapper")
+        previous = getattr(previous, "deepcache_previous", previous)  # a patcher not reset since our last run
         engine = session.engine
 
         def deepcache_unet_wrapper(apply_model: Any, args: dict) -> torch.Tensor:
@@ -61,9 +74,25 @@ class ForgeAdapter(A1111Adapter):
                 return previous(apply_model, args)
             return apply_model(args["input"], sigma, **args["c"])
 
+        deepcache_unet_wrapper.deepcache_previous = previous
         patcher.set_model_unet_function_wrapper(deepcache_unet_wrapper)
         p.sd_model.forge_objects.unet = patcher
 
     def _call_timestep(self, sampler: Any, sigma: float) -> float:
         """Forge turns a timestep sampler's timestep into a sigma before ``on_cfg_denoiser``: always a sigma."""
         return float(self.predictor.timestep(torch.tensor([sigma]))[0])
+
+
+class LdmPatchedForgeAdapter(ForgeAdapter):
+    """ComfyUI's ``ldm_patched`` backend (Forge Classic, reForge): its ``UNetModel`` keeps ``model_channels`` as an
+    attribute (no config), and ``model_sampling`` maps sigmas to timesteps."""
+
+    name = "Forge (ldm_patched)"
+
+    @staticmethod
+    def model_channels(diffusion_model: Any) -> int | None:
+        return getattr(diffusion_model, "model_channels", None)
+
+    @staticmethod
+    def timestep_model(model: Any) -> Any:
+        return model.model_sampling

@@ -11,9 +11,13 @@ def is_forge() -> bool:
 
 
 def detect() -> Adapter:
+    """The adapter for what the host provides: Forge's ``modules_forge`` with ComfyUI's ``ldm_patched`` and no
+    ``backend`` (Forge Classic, reForge), with ``backend`` (Forge main, Forge Neo), else A1111's modules."""
     if is_forge():
-        from .forge import ForgeAdapter
+        from .forge import ForgeAdapter, LdmPatchedForgeAdapter
 
+        if importlib.util.find_spec("backend") is None and importlib.util.find_spec("ldm_patched") is not None:
+            return LdmPatchedForgeAdapter()
         return ForgeAdapter()
     if importlib.util.find_spec("modules.sd_samplers_cfg_denoiser") is None and \
             importlib.util.find_spec("modules.sd_samplers_kdiffusion") is None:

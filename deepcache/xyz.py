@@ -50,7 +50,7 @@ def add_axes(xyz_grid: Any) -> bool:
         if spec.type is bool:
             xyz_grid.axis_options.append(xyz_grid.AxisOption(
                 axis_label(spec), str, apply_param(name), confirm=confirm_param(name),
-                choices=xyz_grid.boolean_choice(reverse=True)))
+                choices=lambda: ["False", "True"]))  # A1111's boolean_choice(reverse=True); Forge Classic lacks it
         else:
             xyz_grid.axis_options.append(xyz_grid.AxisOption(
                 axis_label(spec), spec.type, apply_param(name), confirm=confirm_param(name)))

@@ -59,6 +59,13 @@ def test_axes_are_added_once():
     assert cell.deepcache_overrides == {"enabled": False}
 
 
+def test_axes_are_added_to_a_grid_without_boolean_choice():
+    """Forge Classic's X/Y/Z module keeps ``boolean_choice`` elsewhere (``lib_xyz.utils``)."""
+    grid = types.SimpleNamespace(AxisOption=XyzGrid.AxisOption, axis_options=[])
+    assert add_axes(grid)
+    assert grid.axis_options[0].choices() == ["False", "True"]
+
+
 def test_axes_are_added_beside_a_peers_axes_with_the_same_prefix():
     grid = XyzGrid()
     grid.axis_options.append(grid.AxisOption("[DeepCache] Cache Resnet level", int, None))  # aria1th's

@@ -78,13 +78,15 @@ class UnetPatcher:
         self.model_options["model_function_wrapper"] = wrapper
 
 
-def forge_apply(patcher: UnetPatcher, x: Any, sigma: Any, context: Any, cond_or_uncond: list[int]) -> Any:
+def forge_apply(patcher: UnetPatcher, x: Any, sigma: Any, context: Any, cond_or_uncond: list[int],
+                timestep_model: str = "predictor") -> Any:
     """How Forge's ``calc_cond_uncond_batch`` reaches the U-Net: through the wrapper when one is set, with
-    ``KModel.apply_model`` converting sigma to the timestep the U-Net receives."""
+    ``KModel.apply_model`` converting sigma to the timestep the U-Net receives (``ldm_patched``'s ``BaseModel``
+    does the same with ``model_sampling``)."""
     model = patcher.model
 
     def apply_model(x, sigma, c_crossattn=None, transformer_options=None):
-        t = model.predictor.timestep(sigma)
+        t = getattr(model, timestep_model).timestep(sigma)
         return model.diffusion_model(x, t, context=c_crossattn, transformer_options=transformer_options)
 
     c = {"c_crossattn": context, "transformer_options": {"cond_or_uncond": list(cond_or_uncond)}}
