@@ -30,6 +30,7 @@ class A1111Adapter:
     U-Net receives."""
 
     name = "AUTOMATIC1111"
+    reports_calls = False  # a forward pre-hook on the U-Net reads every call
 
     def __init__(self) -> None:
         self.session: Session | None = None

@@ -24,6 +24,7 @@ class ForgeAdapter(A1111Adapter):
     keeps both); a different U-Net access."""
 
     name = "Forge"
+    reports_calls = True
 
     def __init__(self) -> None:
         super().__init__()

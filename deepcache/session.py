@@ -31,6 +31,7 @@ class Adapter(Protocol):
     """What a webui must provide."""
 
     name: str
+    reports_calls: bool  # U-Net calls are reported by a wrapper the webui may let another extension replace
 
     def unet(self, p: Any) -> nn.Module:
         """The U-Net of the model ``p`` samples with; raises ``UnsupportedModel`` for anything else."""
@@ -162,11 +163,14 @@ class Session:
 
     def _refuse(self, error: Exception) -> None:
         """Generate this run without DeepCache: console line (once), ``DeepCache error`` in the infotext."""
+        self._report(error)
+        self._unhook()
+        self.pending = None
+
+    def _report(self, error: Exception) -> None:
         self.warn(f"{error}; generating without DeepCache")
         self.generation_params[ERROR_KEY] = str(error).replace(",", ";")
         self.generation_params.pop(STATS_KEY, None)
-        self._unhook()
-        self.pending = None
 
     def _unhook(self) -> None:
         self.controlnets.detach_all()
@@ -184,6 +188,11 @@ class Session:
                 self.calibration.record(layout.depth, branch, stats)
             if self.print_stats:
                 print(f"[DeepCache]{' ' + self.run_label if self.run_label else ''} {stats.summary()}")
+        elif stats is not None and self.adapter.reports_calls:
+            # the run began at the webui's first denoiser call, yet no U-Net call was reported: another
+            # extension replaced the U-Net function wrapper without calling ours (Forge Neo's Spectrum does)
+            self._report(RuntimeError("another extension replaced the U-Net function wrapper (e.g. a cache such as "
+                                      "Spectrum): it ran this sampling, so DeepCache did not; disable one of them"))
 
     def warn(self, message: str) -> None:
         """Print a warning once per process (a model DeepCache cannot handle is not news at every image); the

@@ -75,3 +75,27 @@ def test_a_transformer_model_is_declined(pipe, forge_model, monkeypatch):
     session.before_sampling(p, hires=False)
     assert "is not a U-Net" in p.extra_generation_params["DeepCache error"]
     assert not session.engine.installed
+
+
+def test_an_extension_that_replaces_the_unet_wrapper_wins_and_the_infotext_says_so(pipe, forge_model, monkeypatch):
+    """Forge Neo's Spectrum clones the patcher after us and sets its own U-Net function wrapper without calling
+    the one there: our blocks then see no reported call, run in full, and the infotext says why."""
+    monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)
+    sd_model = forge_model()
+    session = Session(ForgeAdapter())
+    p = Processing(sd_model)
+    session.start(p, [True, 3, 0])
+    session.before_sampling(p, hires=False)
+    spectrum = sd_model.forge_objects.unet.clone()
+    spectrum.set_model_unet_function_wrapper(lambda apply_model, args: apply_model(args["input"], args["timestep"],
+                                                                                   **args["c"]))
+    sigmas = [14.0, 9.0, 6.0, 4.0]
+    session.begin_run(len(sigmas), [float(spectrum.model.predictor.timestep(torch.tensor(s))) for s in sigmas])
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
+    with torch.no_grad():
+        out = [forge_apply(spectrum, x, torch.full((2,), s), ctx, [1, 0]) for s in sigmas]
+    session.after_sampling(p)
+    assert "replaced the U-Net function wrapper" in p.extra_generation_params["DeepCache error"]
+    assert "DeepCache" not in p.extra_generation_params
+    with torch.no_grad():
+        assert torch.equal(out[-1], forge_apply(spectrum, x, torch.full((2,), sigmas[-1]), ctx, [1, 0]))
