@@ -3,7 +3,9 @@
 Every block of the U-Net stays a block: DeepCache sets an instance ``forward`` on each ``input_blocks[i]``,
 ``middle_block`` and ``output_blocks[j]`` and is reached through ``module(...)``, so forward pre-hooks
 (A1111 ``--lowvram``) still fire and an outer loop that re-implements the U-Net forward but calls each block
-(sd-webui-controlnet does) is sped up too. A forward pre-hook on the U-Net reads each call's timestep.
+(sd-webui-controlnet does) is sped up too; where the U-Net reaches its blocks through ComfyUI's per-block
+function instead, that call site routes them (``blockhooks``). A forward pre-hook on the U-Net reads each
+call's timestep.
 
 On a retrieval pass with branch ``k`` of a U-Net with ``n`` input blocks, ``input_blocks[0..k]`` and
 ``output_blocks[n-1-k..n-1]`` run; ``output_blocks[n-2-k]`` (the middle block when ``k = n-1``) returns the
