@@ -30,7 +30,8 @@ Writes into --out (each in fp16, tensors in name order, the same bytes for the s
 
 --vae-approx-dir also writes a random models/VAE-approx/vaeapprox-sdxl.pt (when missing): A1111's default settings
 (live previews, "Approx NN") load it at the start of every SDXL txt2img, it is not in the webui's git tree, and
-offline its download fails (HTTP 500 URLError). The alternative is the setting show_progress_type "Approx cheap".
+offline its download fails (HTTP 500 URLError). Forge does the same (link the file into forge/models/VAE-approx).
+The alternative is the setting show_progress_type "Approx cheap" (or live_previews_enable false).
 
 Construction needs no download: the U-Net and VAE come from sgm with the yaml's parameters (attention types forced
 to the plain ones; the state-dict keys are the same), CLIP-L is transformers' CLIPTextModel from a config, bigG's
@@ -50,6 +51,10 @@ Measured on the lab machine (2 cores, 24 GB, torch 2.13 CPU; one target per run;
   base     75 s / 9.4 GiB    2515 tensors, 6,938,041,336 bytes, sha256 6c02a7ed11... (--seed 1234)
   refiner  74 s / 8.6 GiB    1858 tensors, 6,075,944,240 bytes, sha256 1b96bd5135...
   micro    14 s / 0.6 GiB     751 tensors,    33,761,824 bytes, sha256 cfb153c394... (small text encoders)
+  micro    25 s / 4.6 GiB    1271 tensors,    1587.8 MiB,            sha256 538789cbf4... (--micro-text full)
+Rebuilding gives byte-identical files (checked for refiner and micro). Both webuis load base and refiner (A1111 also
+micro) and generate with them, incl. refiner_checkpoint; a 256x256 4-step Euler base image takes ~1 min on CPU,
+and a server with base + refiner swapping peaks at ~20 GiB (A1111) / ~23 GiB RSS (Forge, incl. mapped file pages).
 Anything over 4 GB on the shared machine runs under `flock -x /tmp/deepcache-bigmem.lock`.
 """
 from __future__ import annotations
