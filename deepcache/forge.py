@@ -79,6 +79,12 @@ class ForgeAdapter(A1111Adapter):
         patcher.set_model_unet_function_wrapper(deepcache_unet_wrapper)
         p.sd_model.forge_objects.unet = patcher
 
+    def _sigmas_to_timesteps(self, sampler: Any, sigmas: list[float]) -> list[float]:
+        """The schedule in the very timesteps the U-Net wrapper reports: the model's own mapping, not the
+        sampler's ``sigma_to_t``. They differ in rounding (reForge's ``model_wrap`` interpolates 713.57 where
+        ``model_sampling`` gives 714), and a call just above its step's timestep would count with the step before."""
+        return [float(t) for t in self.predictor.timestep(torch.tensor(sigmas)).flatten()]
+
     def _call_timestep(self, sampler: Any, sigma: float) -> float:
         """Forge turns a timestep sampler's timestep into a sigma before ``on_cfg_denoiser``: always a sigma."""
         return float(self.predictor.timestep(torch.tensor([sigma]))[0])

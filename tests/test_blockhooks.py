@@ -6,7 +6,16 @@ import types
 import ldm_patched_double
 import torch
 from ldm_patched_double import as_ldm_patched
-from webui_doubles import Processing, UnetPatcher, forge_apply, install_modules, remove_modules
+from webui_doubles import (
+    CFGDenoiserParams,
+    Denoiser,
+    KDiffusionSampler,
+    Processing,
+    UnetPatcher,
+    forge_apply,
+    install_modules,
+    remove_modules,
+)
 
 from deepcache import DeepCacheEngine, DeepCacheParams
 from deepcache.blockhooks import CallSiteDispatch, InstanceForwards, hooks_for
@@ -112,5 +121,35 @@ def test_forge_classic_and_reforge_adapter(pipe):
         session.after_sampling(p)
         assert not session.engine.installed
         assert ldm_patched_double.forward_timestep_embed.__name__ == "forward_timestep_embed"
+    finally:
+        remove_modules()
+
+
+def test_ldm_patched_steps_follow_the_models_own_rounding(pipe):
+    """reForge: the sampler's ``model_wrap.sigma_to_t`` interpolates (713.57) where ``model_sampling.timestep``,
+    which reports each U-Net call, rounds to the nearest index (714). The schedule must use the same mapping as
+    the calls, or a call lands in the step before its own: Euler, 8 steps, interval 3 caches 5 steps."""
+    comfy = as_ldm_patched(copy.deepcopy(pipe.unet))
+    kmodel = types.SimpleNamespace(diffusion_model=comfy, model_sampling=ModelSampling(pipe.model.alphas_cumprod))
+    sd_model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=UnetPatcher(kmodel)),
+                                     sd_checkpoint_info="model")
+    install_modules(sd_model)
+    try:
+        steps, sigmas = 8, pipe.sigmas("euler", 8)
+        session = Session(LdmPatchedForgeAdapter())
+        p = Processing(sd_model, sampler=KDiffusionSampler(pipe.denoiser, sigmas))
+        session.start(p, [True, 3, 0])
+        session.before_sampling(p, hires=False)
+        p.sampler.get_sigmas(p, steps)
+        denoiser = Denoiser(p.sampler)
+        x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
+        with torch.no_grad():
+            for sigma in sigmas[:-1]:
+                session.adapter.on_cfg_denoiser(CFGDenoiserParams(sigma[None], steps, denoiser))
+                denoiser.step += 1
+                forge_apply(sd_model.forge_objects.unet, x, sigma.expand(2), ctx, [1, 0],
+                            timestep_model="model_sampling")
+        session.after_sampling(p)
+        assert p.extra_generation_params["DeepCache"] == "5/8 steps cached"
     finally:
         remove_modules()
