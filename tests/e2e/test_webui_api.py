@@ -169,6 +169,8 @@ def test_xyz_grid_axes(webui, baseline):
     labels = [a["label"] for a in xyz["args"]]
     script_args[labels.index("X type")] = axis_choices.index("[DeepCache] Interval")
     script_args[labels.index("X values")] = "1, 2, 3"
+    if "Include Sub Images" in labels:  # reForge returns the cells' infotexts only with it
+        script_args[labels.index("Include Sub Images")] = True
     result = webui.txt2img(script_name="x/y/z plot", script_args=script_args)
     infotexts = result.info["infotexts"]
     cells = [CACHED.search(t) for t in infotexts[1:]]
