@@ -167,10 +167,15 @@ def test_xyz_grid_axes(webui, baseline):
     script_args = [a["choices"].index(a["value"]) if a["label"].endswith(" type") and a["value"] in a["choices"]
                    else a["value"] for a in xyz["args"]]  # the axis dropdowns take an index
     labels = [a["label"] for a in xyz["args"]]
-    script_args[labels.index("X type")] = axis_choices.index("[DeepCache] Interval")
     script_args[labels.index("X values")] = "1, 2, 3"
     if "Include Sub Images" in labels:  # reForge returns the cells' infotexts only with it
         script_args[labels.index("Include Sub Images")] = True
+    script_args[labels.index("X type")] = axis_choices.index("Seed")
+    plain = webui.request("/sdapi/v1/txt2img", {"prompt": "x", "steps": 1, "width": SIZE, "height": SIZE,
+                                                "script_name": "x/y/z plot", "script_args": script_args})
+    if plain.status != 200:  # Forge Classic's X/Y/Z reads an option it no longer has (uni_pc_order)
+        pytest.skip(f"this webui's X/Y/Z plot fails through the API without DeepCache too: {plain.body}")
+    script_args[labels.index("X type")] = axis_choices.index("[DeepCache] Interval")
     result = webui.txt2img(script_name="x/y/z plot", script_args=script_args)
     infotexts = result.info["infotexts"]
     cells = [CACHED.search(t) for t in infotexts[1:]]
