@@ -4,6 +4,7 @@ import copy
 import types
 
 import ldm_patched_double
+import pytest
 import torch
 from ldm_patched_double import as_ldm_patched
 from webui_doubles import (
@@ -92,64 +93,62 @@ class ModelSampling:
         return (sigma.log()[None] - self.sigmas.log()[:, None]).abs().argmin(dim=0).view(sigma.shape).float()
 
 
-def test_forge_classic_and_reforge_adapter(pipe):
-    """``ldm_patched``'s patcher: no ``predictor`` but ``model_sampling``; the U-Net has ``model_channels`` and no
-    config; a patcher that was not reset since the last run (Forge Classic's hires pass) is not chained twice."""
+@pytest.fixture
+def ldm_patched_model(pipe):
+    """``p.sd_model`` of Forge Classic / reForge: the ComfyUI-style U-Net behind ``forge_objects.unet``."""
     comfy = as_ldm_patched(copy.deepcopy(pipe.unet))
     kmodel = types.SimpleNamespace(diffusion_model=comfy, model_sampling=ModelSampling(pipe.model.alphas_cumprod))
     sd_model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=UnetPatcher(kmodel)),
                                      sd_checkpoint_info="model")
     install_modules(sd_model)
-    try:
-        session = Session(LdmPatchedForgeAdapter())
-        p = Processing(sd_model)
-        session.start(p, [True, 3, 0])
-        sigmas = [14.0, 9.0, 6.0, 4.0, 2.5, 1.5]
-        schedule = [float(kmodel.model_sampling.timestep(torch.tensor(s))) for s in sigmas]
-        x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
-        for _ in range(2):  # first pass, then a hires pass on the same, not reset, patcher
-            session.before_sampling(p, hires=False)
-            patcher = sd_model.forge_objects.unet
-            wrapper = patcher.model_options["model_function_wrapper"]
-            assert wrapper.deepcache_previous is None
-            session.begin_run(len(sigmas), schedule)
-            with torch.no_grad():
-                for s in sigmas:
-                    forge_apply(patcher, x, torch.full((2,), s), ctx, [1, 0], timestep_model="model_sampling")
-            stats = session.engine.stats
-            assert (stats.full_passes, stats.cached_passes, stats.steps) == (2, 4, 6)
-        session.after_sampling(p)
-        assert not session.engine.installed
-        assert ldm_patched_double.forward_timestep_embed.__name__ == "forward_timestep_embed"
-    finally:
-        remove_modules()
+    yield sd_model
+    remove_modules()
 
 
-def test_ldm_patched_steps_follow_the_models_own_rounding(pipe):
+def test_forge_classic_and_reforge_adapter(ldm_patched_model):
+    """``ldm_patched``'s patcher: no ``predictor`` but ``model_sampling``; the U-Net has ``model_channels`` and no
+    config; a patcher that was not reset since the last run (Forge Classic's hires pass) is not chained twice."""
+    sd_model = ldm_patched_model
+    session = Session(LdmPatchedForgeAdapter())
+    p = Processing(sd_model)
+    session.start(p, [True, 3, 0])
+    sigmas = [14.0, 9.0, 6.0, 4.0, 2.5, 1.5]
+    schedule = [float(sd_model.forge_objects.unet.model.model_sampling.timestep(torch.tensor(s))) for s in sigmas]
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
+    for _ in range(2):  # first pass, then a hires pass on the same, not reset, patcher
+        session.before_sampling(p, hires=False)
+        patcher = sd_model.forge_objects.unet
+        wrapper = patcher.model_options["model_function_wrapper"]
+        assert wrapper.deepcache_previous is None
+        session.begin_run(len(sigmas), schedule)
+        with torch.no_grad():
+            for s in sigmas:
+                forge_apply(patcher, x, torch.full((2,), s), ctx, [1, 0], timestep_model="model_sampling")
+        stats = session.engine.stats
+        assert (stats.full_passes, stats.cached_passes, stats.steps) == (2, 4, 6)
+    session.after_sampling(p)
+    assert not session.engine.installed
+    assert ldm_patched_double.forward_timestep_embed.__name__ == "forward_timestep_embed"
+
+
+def test_ldm_patched_steps_follow_the_models_own_rounding(pipe, ldm_patched_model):
     """reForge: the sampler's ``model_wrap.sigma_to_t`` interpolates (713.57) where ``model_sampling.timestep``,
     which reports each U-Net call, rounds to the nearest index (714). The schedule must use the same mapping as
     the calls, or a call lands in the step before its own: Euler, 8 steps, interval 3 caches 5 steps."""
-    comfy = as_ldm_patched(copy.deepcopy(pipe.unet))
-    kmodel = types.SimpleNamespace(diffusion_model=comfy, model_sampling=ModelSampling(pipe.model.alphas_cumprod))
-    sd_model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet=UnetPatcher(kmodel)),
-                                     sd_checkpoint_info="model")
-    install_modules(sd_model)
-    try:
-        steps, sigmas = 8, pipe.sigmas("euler", 8)
-        session = Session(LdmPatchedForgeAdapter())
-        p = Processing(sd_model, sampler=KDiffusionSampler(pipe.denoiser, sigmas))
-        session.start(p, [True, 3, 0])
-        session.before_sampling(p, hires=False)
-        p.sampler.get_sigmas(p, steps)
-        denoiser = Denoiser(p.sampler)
-        x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
-        with torch.no_grad():
-            for sigma in sigmas[:-1]:
-                session.adapter.on_cfg_denoiser(CFGDenoiserParams(sigma[None], steps, denoiser))
-                denoiser.step += 1
-                forge_apply(sd_model.forge_objects.unet, x, sigma.expand(2), ctx, [1, 0],
-                            timestep_model="model_sampling")
-        session.after_sampling(p)
-        assert p.extra_generation_params["DeepCache"] == "5/8 steps cached"
-    finally:
-        remove_modules()
+    sd_model = ldm_patched_model
+    steps, sigmas = 8, pipe.sigmas("euler", 8)
+    session = Session(LdmPatchedForgeAdapter())
+    p = Processing(sd_model, sampler=KDiffusionSampler(pipe.denoiser, sigmas))
+    session.start(p, [True, 3, 0])
+    session.before_sampling(p, hires=False)
+    p.sampler.get_sigmas(p, steps)
+    denoiser = Denoiser(p.sampler)
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
+    with torch.no_grad():
+        for sigma in sigmas[:-1]:
+            session.adapter.on_cfg_denoiser(CFGDenoiserParams(sigma[None], steps, denoiser))
+            denoiser.step += 1
+            forge_apply(sd_model.forge_objects.unet, x, sigma.expand(2), ctx, [1, 0],
+                        timestep_model="model_sampling")
+    session.after_sampling(p)
+    assert p.extra_generation_params["DeepCache"] == "5/8 steps cached"
