@@ -6,6 +6,8 @@ usage: python tests/e2e/speed_check.py --url http://127.0.0.1:7860 [--checkpoint
        [--size 256] [--steps 20] [--sampler Euler] [--rounds 2] [--args '[true, 3, 0]']
        [--peer-url http://127.0.0.1:7864 --peer-args '[...]' --peer-name sd-deepcache]
        [--alwayson '{"ControlNet": {"args": [{...}]}}']   (other scripts in every request, e.g. a ControlNet)
+       [--variant 'First Block Cache={"first block cache integrated": {"args": [true, 0.1, 3, 20]}}']
+                                          (one more row: without DeepCache, with these scripts added)
 Not a test (speed targets are not asserted in timed tests): the numbers go into the closing notes. Hold an
 exclusive lock on the machine for the whole series: a 2-core machine gives worthless timings otherwise.
 """
@@ -39,6 +41,8 @@ def main() -> None:
     ap.add_argument("--peer-args", help="that extension's args (JSON list) at the equivalent settings")
     ap.add_argument("--peer-name", default="peer")
     ap.add_argument("--alwayson", default="{}", help="other alwayson_scripts for every request (JSON object)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="a row without DeepCache whose requests add these alwayson_scripts (repeatable)")
     a = ap.parse_args()
     webui = Webui(a.url.rstrip("/"))
     peer = Webui(a.peer_url.rstrip("/")) if a.peer_url else None
@@ -54,6 +58,9 @@ def main() -> None:
         variants: dict[str, Callable[[], Result]] = {
             "off": lambda: webui.txt2img(**common()),
             "DeepCache (this)": lambda: webui.txt2img(json.loads(a.args), **common())}
+        for name, scripts in (v.split("=", 1) for v in a.variant):
+            variants[name] = lambda scripts=scripts: webui.txt2img(
+                **{**common(), "alwayson_scripts": {**json.loads(a.alwayson), **json.loads(scripts)}})
         if peer is not None:
             variants[a.peer_name] = lambda: peer.txt2img(json.loads(a.peer_args), **common())
             peer.txt2img(**{**common(), "steps": 2})

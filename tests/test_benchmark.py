@@ -1,0 +1,44 @@
+"""``python -m deepcache`` end to end on tiny U-Nets: the JSON the README and the closing notes quote."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepcache import benchmark
+
+
+def run_json(capsys: pytest.CaptureFixture, *args: str) -> dict:
+    assert benchmark.main(["--size", "64", "--steps", "6", "--repeats", "1", "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("arch", ["tiny", "tiny-sdxl"])
+def test_benchmark_json_counts_the_passes_of_the_schedule(capsys, arch):
+    r = run_json(capsys, "--arch", arch, "--interval", "3")
+    assert (r["full_passes"], r["retrieval_passes"]) == (2, 4)  # steps 0 and 3 full, CFG in one batch
+    assert r["full_steps"] == [0, 3]
+    # a tiny U-Net's times are mostly Python overhead: only their consistency is checked here
+    assert r["speedup"] > 0 and r["ideal_speedup"] > 0 and r["retrieval_over_full"] > 0
+    assert r["achieved_over_ideal"] == pytest.approx(r["speedup"] / r["ideal_speedup"])
+    assert -1 < r["disabled_overhead"] < 10 and -1 < r["disabled_overhead_total"] < 10
+    assert 0 < r["max_abs_diff"] < 10 * r["latent_abs_mean"]  # the cache changes the image, a little
+
+
+def test_benchmark_with_controlnet_reports_both_speedups(capsys):
+    r = run_json(capsys, "--arch", "tiny", "--controlnet", "--branch", "1")
+    assert r["speedup_without_controlnet"] == r["speedup"]
+    assert r["with_over_without_controlnet"] == pytest.approx(r["speedup_with_controlnet"] / r["speedup"])
+
+
+def test_refuses_a_branch_the_unet_does_not_have():
+    with pytest.raises(SystemExit, match=r"--branch must be in \[0, 8\] for tiny-sdxl"):
+        benchmark.main(["--arch", "tiny-sdxl", "--branch", "9", "--json"])
+
+
+def test_disabled_overhead_pairs_steps_so_one_slow_step_does_not_count():
+    clock = benchmark.Lockstep(["off", "disabled"])
+    clock.steps = {"off": [1.0, 1.0, 1.0, 1.0, 1.0], "disabled": [1.01, 1.01, 1.01, 1.01, 1.5]}
+    run = benchmark.Run(clock, {}, None, 0.0)
+    assert run.disabled_overhead == pytest.approx(0.01)
+    assert run.disabled_overhead_total == pytest.approx(0.108)
