@@ -208,9 +208,11 @@ def other_checkpoint(webui) -> str:
 
 
 def test_hires_with_another_sampler_and_checkpoint(webui, baseline):
+    # Forge main's API leaves hr_additional_modules None, which its own hires code cannot take: give its UI default
+    forge = {"hr_additional_modules": ["Use same choices"]} if webui.is_forge else {}
     result = webui.txt2img(ON, enable_hr=True, hr_scale=2, hr_upscaler="Latent", denoising_strength=0.6,
                            hr_second_pass_steps=6, hr_sampler_name="DPM++ 2M",
-                           hr_checkpoint_name=other_checkpoint(webui))
+                           hr_checkpoint_name=other_checkpoint(webui), **forge)
     assert "hires 4/6 steps cached" in result.infotext
     assert webui.txt2img().pixels() == baseline.pixels()
 
