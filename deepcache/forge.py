@@ -87,7 +87,7 @@ class ForgeAdapter(A1111Adapter):
 
     def _call_timestep(self, sampler: Any, sigma: float) -> float:
         """Forge turns a timestep sampler's timestep into a sigma before ``on_cfg_denoiser``: always a sigma."""
-        return float(self.predictor.timestep(torch.tensor([sigma]))[0])
+        return self._sigmas_to_timesteps(sampler, [sigma])[0]
 
 
 class LdmPatchedForgeAdapter(ForgeAdapter):

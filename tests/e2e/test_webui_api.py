@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from webui_client import OTHER, SIZE, STEPS, parse_infotext
+from webui_client import BRANCH_LIMIT, OTHER, SIZE, STEPS, parse_infotext
 
 from deepcache.params import DeepCacheParams
 
@@ -63,7 +63,7 @@ def test_branch_limit_follows_the_loaded_model(webui, baseline):
     SDXL's U-Net has 9 input blocks, so 9-11 are refused there; SD1/SD2 take 11 (the lab's micro model fewer)."""
     sdxl = webui.family == "SDXL"
     result = webui.txt2img([True, 3, 9 if sdxl else 11])
-    limit = re.search(r"'branch' must be int in \[0; (\d+)\] for this model", result.infotext)
+    limit = BRANCH_LIMIT.search(result.infotext)
     if sdxl:
         assert limit and limit.group(1) == "8", result.infotext
     if limit:

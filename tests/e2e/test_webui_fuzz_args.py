@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import pytest
+from webui_client import BRANCH_LIMIT
 
 from deepcache.params import PARAM_SPECS, DeepCacheParams
 
@@ -62,7 +63,7 @@ def expected_error(args: list[Any], max_branch: int) -> str | None:
 def max_branch(webui) -> int:
     """The loaded model's deepest branch: the lab's micro model has fewer blocks than SD1.5."""
     infotext = webui.txt2img([True, 3, 11], steps=2).infotext
-    match = re.search(r"'branch' must be int in \[0; (\d+)\] for this model", infotext)
+    match = BRANCH_LIMIT.search(infotext)
     return int(match.group(1)) if match else 11
 
 

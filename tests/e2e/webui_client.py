@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ STEPS = int(os.environ.get("WEBUI_E2E_STEPS", "8"))
 MODEL = os.environ.get("WEBUI_E2E_MODEL", "")
 OTHER = os.environ.get("WEBUI_E2E_OTHER", "")
 COSTS_ROUTE = "/deepcache/v1/costs"
+# the infotext's refusal of a branch deeper than the loaded U-Net; group 1 is its deepest branch
+BRANCH_LIMIT = re.compile(r"'branch' must be int in \[0; (\d+)\] for this model")
 
 
 @dataclass
