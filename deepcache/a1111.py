@@ -4,6 +4,7 @@ Imports webui modules only inside functions, so the engine stays importable with
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -56,6 +57,15 @@ class A1111Adapter:
 
     def install(self, session: Session, unet: nn.Module) -> None:
         session.engine.install(unet)
+
+    def task(self) -> Hashable | None:
+        """The job in progress: ``shared.state.begin()`` stamps each API request and Generate click; a generation
+        run inside another (ADetailer's inpainting) belongs to the same job."""
+        from modules import shared
+
+        state = getattr(shared, "state", None)
+        started = getattr(state, "time_start", None)
+        return None if started is None else (id(state), started)
 
     def control_models(self, p: Any) -> list[nn.Module]:
         """sd-webui-controlnet binds its U-Net loop as the U-Net's instance ``forward``; the hook object it

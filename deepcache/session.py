@@ -6,7 +6,8 @@ the U-Net, how to capture the sampler's schedule and how the webui signals a ste
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from torch import nn
@@ -25,6 +26,9 @@ STATS_KEY = PARAM_SPECS[0].label  # "DeepCache": its presence in an infotext mea
 ERROR_KEY = "DeepCache error"
 INFOTEXT_KEYS = (STATS_KEY, ERROR_KEY) + tuple(spec.label for spec in PARAM_SPECS[1:])
 OVERRIDES_ATTR = "deepcache_overrides"  # set on a copied ``p`` by the X/Y/Z axes
+MARK_ATTR = "deepcache_generation"  # set on ``p`` by ``start``; a shallow copy of ``p`` carries it along
+GENERATION_STATE = ("p", "mark", "task", "engine", "controlnets", "params", "pending", "runs", "pending_label",
+                    "run_label", "generation_params")  # what a nested generation saves of the one around it
 
 
 class Adapter(Protocol):
@@ -51,6 +55,9 @@ class Adapter(Protocol):
     def control_models(self, p: Any) -> list[nn.Module]:
         """The ControlNet models (any kind) that will run beside the U-Net in this generation."""
 
+    def task(self) -> Hashable | None:
+        """What tells the webui's jobs apart (one API request, one Generate click); None when unknown."""
+
 
 def resolve_params(args: Sequence[Any], overrides: dict[str, Any] | None = None) -> DeepCacheParams:
     """Script args (UI values, API JSON) plus X/Y/Z overrides. An axis other than "enabled" turns
@@ -64,26 +71,59 @@ def resolve_params(args: Sequence[Any], overrides: dict[str, Any] | None = None)
     return params
 
 
-class Session:
-    """The state of the generation in progress: its parameters, the engine, the stats of its runs."""
+@dataclass
+class Enclosing:
+    """A generation suspended while one started inside it runs (ADetailer inpaints from ``postprocess_image``)."""
 
-    def __init__(self, adapter: Adapter, engine: DeepCacheEngine | None = None) -> None:
+    state: dict[str, Any]  # its GENERATION_STATE
+    adapter_state: dict[str, Any]  # the adapter's attributes, which hold one generation's run at a time
+    infotext: dict[str, Any] | None  # its DeepCache entries, when the nested generation writes into the same dict
+
+
+class Session:
+    """The state of the generation in progress: its parameters, the engine, the stats of its runs.
+
+    A generation started inside another one of the same webui job (ADetailer's inpainting passes run while the
+    outer generation has batches and a hires pass to go) gets a state of its own, engine included, and leaves
+    the outer one exactly as it was, infotext entries too. A copy of the generation's ``p`` (ADetailer calls
+    ``process`` and ``postprocess`` on ``copy(p)`` to restore the scripts) is the same generation."""
+
+    def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
-        self.engine = engine or DeepCacheEngine()
-        self.controlnets = ControlNetSatellites(self.engine)
         self.calibration = Calibration()
+        self.print_stats = True
+        self.warned: set[str] = set()
+        self.enclosing: list[Enclosing] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.p: Any = None  # the processing object of the generation in progress
+        self.mark: object | None = None
+        self.task: Hashable | None = None
+        self.engine = DeepCacheEngine()
+        self.controlnets = ControlNetSatellites(self.engine)
         self.params: DeepCacheParams | None = None
         self.pending: DeepCacheParams | None = None
         self.runs: list[tuple[str, RunStats]] = []
         self.pending_label = self.run_label = ""  # "hires" for the hires-fix pass
-        self.print_stats = True
-        self.warned: set[str] = set()
         self.generation_params: dict[str, Any] = {}  # the infotext entries of the generation in progress
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self, p: Any, args: Sequence[Any]) -> DeepCacheParams | None:
-        """A new generation: drop any leftover hook, read the parameters, write their infotext."""
-        self.cleanup()
+        """A new generation: drop any leftover hook, read the parameters, write their infotext. Inside a
+        generation of the same job, a nested one (its own state); a copy of the current ``p`` changes nothing."""
+        if self._is_copy(p):
+            return self.params
+        task = self.adapter.task()
+        if self.p is not None and p is not self.p and task is not None and task == self.task:
+            self._enter(p)
+        else:
+            self.cleanup()
+        self.p, self.task, self.mark = p, task, object()
+        try:
+            setattr(p, MARK_ATTR, self.mark)
+        except AttributeError:  # a processing object without a __dict__: its copies cannot be recognised
+            pass
         for key in INFOTEXT_KEYS:  # X/Y/Z cells share one dict: never carry a previous cell's keys
             p.extra_generation_params.pop(key, None)
         try:
@@ -147,11 +187,48 @@ class Session:
                 (f"{label} " if label else "") + stats.cached_text() for label, stats in self.runs)
         self.runs = []
 
+    def end(self, p: Any) -> None:
+        """The generation of ``p`` is over (``postprocess``): unhook; back to the enclosing generation if any."""
+        if self._is_copy(p):
+            return
+        if self.enclosing and p is self.p:
+            self._leave()
+        else:
+            self.cleanup()
+
     def cleanup(self) -> None:
-        """Remove every hook and forget the generation (end of generation, failure, unload)."""
+        """Remove every hook and forget every generation (a new job, a failure, unload)."""
+        while self.enclosing:
+            self._leave()
         self._unhook()
-        self.params = self.pending = None
-        self.runs = []
+        self._reset()
+
+    # ---- nesting -----------------------------------------------------------------------------------------
+    def _is_copy(self, p: Any) -> bool:
+        return self.p is not None and p is not self.p and getattr(p, MARK_ATTR, None) is self.mark
+
+    def _enter(self, p: Any) -> None:
+        """Suspend the generation in progress for one started inside it."""
+        outer = self.p.extra_generation_params
+        shared = getattr(p, "extra_generation_params", None) is outer
+        self.enclosing.append(Enclosing({name: getattr(self, name) for name in GENERATION_STATE},
+                                        dict(vars(self.adapter)),
+                                        {k: outer[k] for k in INFOTEXT_KEYS if k in outer} if shared else None))
+        self._reset()
+
+    def _leave(self) -> None:
+        """End the nested generation and resume the one around it as it was."""
+        self._unhook()
+        outer = self.enclosing.pop()
+        for name, value in outer.state.items():
+            setattr(self, name, value)
+        vars(self.adapter).clear()
+        vars(self.adapter).update(outer.adapter_state)
+        if outer.infotext is not None:
+            entries = self.p.extra_generation_params
+            for key in INFOTEXT_KEYS:
+                entries.pop(key, None)
+            entries.update(outer.infotext)
 
     # ---- helpers -----------------------------------------------------------------------------------------
     @staticmethod

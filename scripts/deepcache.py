@@ -88,7 +88,7 @@ class DeepCacheScript(scripts.Script):
         session.after_sampling(p)  # 1.6/1.7 have no post_sample; a no-op when it already ran
 
     def postprocess(self, p, processed, *args):
-        session.cleanup()
+        session.end(p)
 
 
 def loaded_depth() -> int | None:

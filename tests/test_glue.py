@@ -82,34 +82,40 @@ def webui(tiny_unet, pipe):
 
 
 def generation(webui, args, steps=9, session=None, before_first_step=None, sampler="euler"):
-    """What A1111 does for one txt2img batch, calling the script's hooks in its order; ``before_first_step`` runs
-    after every script's ``process_before_every_sampling`` (as a later script's would)."""
+    """What A1111 does for one txt2img batch of a new job, calling the script's hooks in its order;
+    ``before_first_step`` runs after every script's ``process_before_every_sampling`` (as a later script's would)."""
     session = session or Session(A1111Adapter())
-    adapter = session.adapter
-    sigmas = webui.pipe.sigmas(sampler, steps)
-    spec = SAMPLERS[sampler]
-    p = Processing(webui.model, sampler=KDiffusionSampler(webui.pipe.denoiser, sigmas, spec.function,
+    p = Processing(webui.model, sampler=KDiffusionSampler(webui.pipe.denoiser, webui.pipe.sigmas(sampler, steps),
+                                                          SAMPLERS[sampler].function,
                                                           second_order=sampler in SECOND_ORDER))
     p.extra_generation_params[ERROR_KEY] = "left over from a previous X/Y/Z cell"
+    webui.shared.state.begin()
     session.start(p, args)
+    latent = sample(webui, session, p, steps, before_first_step)
+    return p, session, latent
+
+
+def sample(webui, session, p, steps, before_first_step=None, seed=0):
+    """One sampling run of ``p`` (a batch) with the script's hooks around it; returns the final latent."""
     session.before_sampling(p, hires=False)
     if before_first_step is not None:
         before_first_step()
-    p.sampler.get_sigmas(p, steps)
+    sigmas = p.sampler.get_sigmas(p, steps)
     denoiser = Denoiser(p.sampler)
 
     def model(x, sigma, **kwargs):
-        adapter.on_cfg_denoiser(CFGDenoiserParams(sigma, steps, denoiser))
+        session.adapter.on_cfg_denoiser(CFGDenoiserParams(sigma, steps, denoiser))
         denoiser.step += 1
         return webui.pipe.denoiser(x, sigma, cond=kwargs["cond"])
 
     cond, _ = webui.pipe.conditioning(1)
-    torch.manual_seed(0)  # ancestral samplers draw their noise from it
+    torch.manual_seed(seed)  # ancestral samplers draw their noise from it
+    function = getattr(webui.pipe.k.sampling, p.sampler.funcname)
     with torch.no_grad():
-        latent = getattr(webui.pipe.k.sampling, spec.function)(model, webui.pipe.noise(1, 64) * sigmas[0], sigmas,
-                                                               extra_args={"cond": cond}, disable=True)
+        latent = function(model, webui.pipe.noise(1, 64, seed=seed) * sigmas[0], sigmas, extra_args={"cond": cond},
+                          disable=True)
     session.after_sampling(p)
-    return p, session, latent
+    return latent
 
 
 def test_a1111_lifecycle_caches_with_the_captured_schedule(webui):
@@ -231,3 +237,66 @@ def test_both_evaluations_of_a_sampler_step_follow_its_plan(webui, sampler):
     assert p.extra_generation_params[STATS_KEY] == euler_p.extra_generation_params[STATS_KEY] == "8/12 steps cached"
     uncached = generation(webui, [False], steps=12, sampler=sampler)[2]
     assert (latent - uncached).abs().mean() < 0.1 * uncached.abs().mean()
+
+
+def processing(webui, steps, sampler="euler", extra_generation_params=None):
+    return Processing(webui.model, sampler=KDiffusionSampler(webui.pipe.denoiser, webui.pipe.sigmas(sampler, steps),
+                                                             SAMPLERS[sampler].function),
+                      extra_generation_params={} if extra_generation_params is None else extra_generation_params)
+
+
+def outer_generation(webui, session, detailer, inner_args=None, n_iter=2, steps=9):
+    """A1111's ``process_images_inner`` for ``n_iter`` batches; with ``detailer``, what ADetailer's
+    ``postprocess_image`` does after each batch: ``postprocess`` on ``copy(p)``, an inpainting generation per face
+    (an img2img ``p`` sharing the outer ``extra_generation_params``; DeepCache runs in it with ``inner_args``, i.e.
+    when it is in ADetailer's script list), then ``process`` on ``copy(p)``. Returns each image's infotext entries
+    (made after ``postprocess_image``), the outer latents, the inner latents and the inner infotexts."""
+    webui.shared.state.begin()
+    p = processing(webui, steps)
+    args = [True, 3, 0]
+    session.start(p, args)
+    infotexts, latents, inner_latents, inner_infotexts = [], [], [], []
+    for iteration in range(n_iter):
+        latents.append(sample(webui, session, p, steps, seed=iteration))
+        if detailer:
+            session.end(copy.copy(p))
+            if inner_args is not None:
+                i2i = processing(webui, 6, extra_generation_params=p.extra_generation_params)
+                session.start(i2i, inner_args)
+                inner_latents.append(sample(webui, session, i2i, 6, seed=10 + iteration))
+                inner_infotexts.append(dict(i2i.extra_generation_params))
+                session.end(i2i)
+            session.start(copy.copy(p), args)
+        infotexts.append(dict(p.extra_generation_params))
+    session.end(p)
+    return infotexts, latents, inner_latents, inner_infotexts
+
+
+@pytest.mark.parametrize("inner_args", [None, [True, 2, 1]], ids=["detailer without DeepCache", "with DeepCache"])
+def test_a_generation_nested_in_another_leaves_the_outer_one_as_it_was(webui, inner_args):
+    session = Session(A1111Adapter())
+    plain_infotexts, plain_latents, _, _ = outer_generation(webui, session, detailer=False)
+    infotexts, latents, inner_latents, inner_infotexts = outer_generation(webui, session, True, inner_args)
+    assert [i[STATS_KEY] for i in plain_infotexts] == ["6/9 steps cached"] * 2
+    assert infotexts == plain_infotexts
+    assert all(torch.equal(a, b) for a, b in zip(latents, plain_latents))
+    assert not session.enclosing and session.p is None and not session.engine.installed
+    if inner_args is not None:  # the inner passes are cached by their own settings, from their own tensors only
+        assert [i[STATS_KEY] for i in inner_infotexts] == ["3/6 steps cached"] * 2
+        webui.shared.state.begin()
+        alone = processing(webui, 6)
+        alone_session = Session(A1111Adapter())
+        alone_session.start(alone, inner_args)
+        assert torch.equal(sample(webui, alone_session, alone, 6, seed=11), inner_latents[1])
+
+
+def test_a_generation_left_unfinished_by_a_failed_job_is_not_an_outer_one(webui):
+    session = Session(A1111Adapter())
+    webui.shared.state.begin()
+    crashed = processing(webui, 9)
+    session.start(crashed, [True, 3, 0])
+    session.before_sampling(crashed, hires=False)  # the job fails here: no post_sample, no postprocess
+    p, _, _ = generation(webui, [True, 3, 0], session=session)
+    assert p.extra_generation_params[STATS_KEY] == "6/9 steps cached"
+    assert not session.enclosing and session.p is p
+    assert STATS_KEY not in crashed.extra_generation_params or crashed.extra_generation_params[STATS_KEY] == "on"

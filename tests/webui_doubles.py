@@ -12,12 +12,24 @@ from typing import Any
 
 def install_modules(sd_model: Any) -> types.SimpleNamespace:
     """Register fake ``modules.shared`` and ``modules.sd_unet`` in ``sys.modules``; returns ``shared``."""
-    shared = types.SimpleNamespace(sd_model=sd_model, opts=types.SimpleNamespace(data={}))
+    shared = types.SimpleNamespace(sd_model=sd_model, opts=types.SimpleNamespace(data={}), state=State())
     sd_unet = types.SimpleNamespace(current_unet=None)
     package = types.ModuleType("modules")
     package.shared, package.sd_unet = shared, sd_unet
     sys.modules.update({"modules": package, "modules.shared": shared, "modules.sd_unet": sd_unet})
     return shared
+
+
+class State:
+    """``shared.state``: ``begin()`` starts a job (an API request, a Generate click) and stamps ``time_start``."""
+
+    def __init__(self) -> None:
+        self.time_start: float | None = None
+        self.jobs = 0
+
+    def begin(self) -> None:
+        self.jobs += 1
+        self.time_start = 1.7e9 + self.jobs  # time.time() of a later request
 
 
 def remove_modules() -> None:
