@@ -93,10 +93,15 @@ class StepClock:
 
 @dataclass
 class Slot:
-    """What one kind of U-Net call (position in its step, tag, input shape/dtype/device) needs on a retrieval."""
+    """What one kind of U-Net call (position in its step, tag, input shape/dtype/device) needs on a retrieval.
 
+    ``shapes`` and ``inputs`` hold a key for every block from the start, and ``skipped`` is filled between passes,
+    so a compiled U-Net sees dicts of one layout on every pass and never recompiles for them."""
+
+    shapes: dict[Role, tuple[torch.Size, torch.dtype] | None]  # each block's output on the last full pass
+    inputs: dict[Role, torch.Size | None]  # each block's input shape on the last full pass
     cached: torch.Tensor | None = None
-    shapes: dict[Role, tuple[torch.Size, torch.dtype]] = field(default_factory=dict)
+    skipped: dict[Role, torch.Tensor] = field(default_factory=dict)  # what each skipped block returns
     satellite_shapes: dict[Hashable, tuple[torch.Size, torch.dtype]] = field(default_factory=dict)
     refreshed_step: int = -1
     segment: int = -1
@@ -109,6 +114,7 @@ class Pass:
     retrieve: bool
     started: float
     in_unet: bool = False  # False while a module that runs before the U-Net's blocks (a ControlNet) holds it
+    by_blocks: bool = False  # opened by input_blocks[0], not by the U-Net's call: its last block ends it
 
 
 @dataclass
@@ -121,7 +127,9 @@ class Run:
     clock: StepClock
     computed: frozenset[Role]
     provider: Role
+    checked: frozenset[Role]  # the blocks whose input shape a retrieval pass compares with the slot's full pass
     slots: dict[Hashable, Slot] = field(default_factory=dict)
+    zeros: dict[tuple, torch.Tensor] = field(default_factory=dict)  # one zero tensor per shape, for skipped blocks
     stats: RunStats = field(default_factory=RunStats)
     calls_in_step: int = 0
 
@@ -136,7 +144,9 @@ class DeepCacheEngine:
         self.unet: nn.Module | None = None
         self.layout: UNetLayout | None = None
         self._hooks: BlockHooks | None = None
-        self._hook = None
+        self._unet_hooks: list[Any] = []
+        self._roles: tuple[Role, ...] = ()
+        self._read_calls = True
         self._install_token = object()  # wrappers of an earlier install, left inside someone's wrapper, go inert
         self._run: Run | None = None
         self._pass: Pass | None = None
@@ -158,17 +168,18 @@ class DeepCacheEngine:
             raise EngineConflict("this U-Net is already hooked by another DeepCache engine; uninstall that one first")
         self.uninstall()
         layout = inspect_unet(unet)
-        n = layout.depth
         self._install_token = token = object()
         roles: list[tuple[nn.Module, Role]] = [(b, ("in", i)) for i, b in enumerate(layout.input_blocks)]
         roles.append((layout.middle_block, ("mid", 0)))
         roles += [(b, ("out", j)) for j, b in enumerate(layout.output_blocks)]
+        self._roles = tuple(role for _, role in roles)
         hooks = self._hooks = hooks_for(layout.input_blocks[0])
         for block, role in roles:
             hooks.wrap(block, lambda original, role=role: self._make_wrapper(
-                original, role, role == ("in", 0), role == ("out", n - 1), token))
-        if read_calls:
-            self._hook = unet.register_forward_pre_hook(self._read_call, with_kwargs=True)
+                original, role, role == ("in", 0), role == ("out", len(layout.output_blocks) - 1), token))
+        self._read_calls = read_calls
+        self._unet_hooks = [unet.register_forward_pre_hook(self._unet_starts, with_kwargs=True),
+                            unet.register_forward_hook(self._unet_ends, always_call=True)]
         unet.__dict__[OWNER_ATTR] = self
         self.unet, self.layout = unet, layout
         return layout
@@ -181,9 +192,9 @@ class DeepCacheEngine:
         if self._hooks is not None:
             self._hooks.restore()
         self._hooks = None
-        if self._hook is not None:
-            self._hook.remove()
-        self._hook = None
+        for hook in self._unet_hooks:
+            hook.remove()
+        self._unet_hooks = []
         if self.unet is not None and self.unet.__dict__.get(OWNER_ATTR) is self:
             del self.unet.__dict__[OWNER_ATTR]
         self.unet = self.layout = None
@@ -212,7 +223,8 @@ class DeepCacheEngine:
             last_full.append(latest)
         computed = frozenset([("in", i) for i in range(k + 1)] + [("out", j) for j in range(n - 1 - k, n)])
         provider = ("out", n - 2 - k) if k < n - 1 else ("mid", 0)
-        self._run = Run(params, plan, tuple(last_full), StepClock(schedule), computed, provider)
+        checked = frozenset([("in", i) for i in range(1, min(k + 2, n))] + ([("mid", 0)] if k == n - 1 else []))
+        self._run = Run(params, plan, tuple(last_full), StepClock(schedule), computed, provider, checked)
         self._run.stats.total_steps = total_steps
 
     def check_branch(self, branch: int) -> None:
@@ -263,23 +275,48 @@ class DeepCacheEngine:
 
     def open_pass(self, x: torch.Tensor) -> Pass | None:
         """The pass of the U-Net call about to run, opened now if the U-Net's blocks have not opened it; the
-        U-Net's ``input_blocks[0]`` then joins it instead of opening another. A ControlNet runs before the
-        U-Net's blocks, so it can only skip its deep part once this decision is made."""
-        if not self._held_before_unet():
+        U-Net call then joins it instead of opening another. A ControlNet runs before the U-Net's blocks (before
+        the call in Forge, inside its forward in sd-webui-controlnet), so it can only skip its deep part once this
+        decision is made."""
+        if self._pass is None:
             self._start_pass(x)
         return self._pass
 
     def note_timestep(self, t: float) -> None:
         """A module that runs before the U-Net call (Forge's ControlNet) reports the call's timestep, unless a
         pass is already open for it."""
-        if self._run is not None and not self._held_before_unet():
+        if self._run is not None and self._pass is None:
             self._pending = (t, None)
 
     def _held_before_unet(self) -> bool:
         """A pass is open that a module running before the U-Net's blocks opened for the coming U-Net call."""
         return self._pass is not None and not self._pass.in_unet
 
-    def _enter_unet(self, x: torch.Tensor) -> None:
+    @torch.compiler.disable
+    def _unet_starts(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook on the U-Net: read the call's timestep (unless the webui reports it), open its pass.
+        Every decision is made here, outside the U-Net's forward, so a compiled U-Net sees no graph break."""
+        if self._run is None:
+            return
+        if self._read_calls:
+            t = timestep_arg(args, kwargs)
+            if t is None:
+                self._pending = None
+            else:
+                self.note_call(t)
+        x = args[0] if args else kwargs.get("x")
+        if isinstance(x, torch.Tensor):
+            self._enter(x)
+
+    @torch.compiler.disable
+    def _blocks_enter(self, x: torch.Tensor) -> Pass | None:
+        """``input_blocks[0]`` reached outside a U-Net call (a loop calling the blocks itself): open the pass."""
+        self._enter(x)
+        if self._pass is not None:
+            self._pass.by_blocks = True
+        return self._pass
+
+    def _enter(self, x: torch.Tensor) -> None:
         if self._held_before_unet():
             self._pending = None  # this call's own report (Forge) came after the ControlNet opened the pass
         else:
@@ -287,14 +324,9 @@ class DeepCacheEngine:
         if self._pass is not None:
             self._pass.in_unet = True
 
-    def _read_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if self._run is None:
-            return
-        t = timestep_arg(args, kwargs)
-        if t is None:
-            self._pending = None
-            return
-        self.note_call(t)
+    @torch.compiler.disable
+    def _unet_ends(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._end_pass()
 
     def _start_pass(self, x: torch.Tensor) -> None:
         run = self._run
@@ -308,7 +340,9 @@ class DeepCacheEngine:
         step = run.clock.locate(t, self._evaluation_step)
         run.calls_in_step = 0 if (step, run.clock.segment) != before else run.calls_in_step + 1
         key = (run.calls_in_step, tag, tuple(x.shape), x.dtype, x.device)
-        slot = run.slots.setdefault(key, Slot())
+        slot = run.slots.get(key)
+        if slot is None:
+            slot = run.slots[key] = Slot(dict.fromkeys(self._roles), dict.fromkeys(self._roles))
         planned_full = step >= len(run.plan) or run.plan[step]
         fresh = (slot.cached is not None and slot.segment == run.clock.segment
                  and slot.refreshed_step >= run.last_full[min(step, len(run.plan) - 1)])
@@ -328,29 +362,47 @@ class DeepCacheEngine:
             run.stats.full_passes += 1
             run.stats.full_seconds += elapsed
             run.stats.steps_with_full_pass.add(p.step)
-            if p.slot.cached is not None and len(p.slot.shapes) == 2 * self.layout.depth + 1:
+            if p.slot.cached is not None and None not in p.slot.shapes.values():
                 p.slot.refreshed_step, p.slot.segment = p.step, run.clock.segment
+                p.slot.skipped = {role: self._zeros(*p.slot.shapes[role], p.slot.cached.device)
+                                  for role in self._roles if role not in run.computed and role != run.provider}
+
+    def _zeros(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """What a skipped block returns: only other skipped blocks read it, so one tensor per shape serves every
+        skipped block of every retrieval pass of the run (no allocation per block per pass)."""
+        key = (shape, dtype, device)
+        zeros = self._run.zeros.get(key)
+        if zeros is None:
+            zeros = self._run.zeros[key] = torch.zeros(shape, dtype=dtype, device=device)
+        return zeros
 
     def _make_wrapper(self, original: Callable, role: Role, starts: bool, ends: bool, token: object) -> Callable:
+        """The block's wrapper reads only what the U-Net's pre-hook decided, so that a compiled U-Net traces it
+        whole (one graph per kind of pass: off, full, retrieval)."""
         engine = self
 
         def deepcache_block_forward(*args: Any, **kwargs: Any) -> Any:
-            if engine._run is None or engine._install_token is not token:
+            run, p = engine._run, engine._pass
+            if run is None or engine._install_token is not token:
                 return original(*args, **kwargs)
-            if starts:
-                engine._enter_unet(args[0])
-            p = engine._pass
-            if p is not None and p.retrieve and role not in engine._run.computed:
-                if role == engine._run.provider:
-                    return p.slot.cached.clone()
-                shape, dtype = p.slot.shapes[role]
-                return torch.zeros(shape, dtype=dtype, device=args[0].device)
+            if starts and (p is None or not p.in_unet):
+                p = engine._blocks_enter(args[0])
+            if p is None:
+                return original(*args, **kwargs)
+            if p.retrieve:
+                if role in run.checked and args[0].shape != p.slot.inputs[role]:
+                    p.retrieve = False  # a shape inside the U-Net changed since the slot's full pass: refresh
+                elif role not in run.computed:
+                    if role == run.provider:
+                        return p.slot.cached.clone()
+                    return p.slot.skipped[role]
             out = original(*args, **kwargs)
-            if p is not None and not p.retrieve:
+            if not p.retrieve:
                 p.slot.shapes[role] = (out.shape, out.dtype)
-                if role == engine._run.provider:
+                p.slot.inputs[role] = args[0].shape
+                if role == run.provider:
                     p.slot.cached = out.detach().clone()
-            if ends:
+            if ends and p.by_blocks:
                 engine._end_pass()
             return out
 
