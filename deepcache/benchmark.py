@@ -64,8 +64,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--plot", metavar="PNG", help="write a plot: per-step time, and ideal speed-up per branch")
     ap.add_argument("--controlnet", action="store_true",
                     help="also sample with a ControlNet, without and with DeepCache, in the same lockstep")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ... (default cpu)")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                    help="U-Net weights and autocast dtype (default float32)")
+    ap.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                    help="torch.compile every U-Net copy (backend, default inductor); each sampling is run once "
+                         "untimed first, so compile time is not counted")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return ap.parse_args(argv)
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Device:
+    """Where the benchmark runs: the device, the U-Net's dtype (with autocast, as the webuis run half precision),
+    and a synchronisation that times only finished work."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> Device:
+        return cls(torch.device(a.device), DTYPES[a.dtype])
+
+    def place(self, unet: torch.nn.Module) -> torch.nn.Module:
+        """The U-Net on the device in the dtype, its normalisation layers in float32 (ldm's ``GroupNorm32``
+        normalises in float32, as the webuis' half-precision models do)."""
+        unet.to(self.device, self.dtype)
+        for module in unet.modules():
+            if isinstance(module, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                module.float()
+        return unet
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    def synchronize(self) -> None:
+        module = getattr(torch, self.device.type, None)
+        if self.device.type != "cpu" and hasattr(module, "synchronize"):
+            module.synchronize()
+
+    def name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return self.device.type
 
 
 def shallow_pass(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, branch: int,
@@ -87,8 +131,9 @@ class Lockstep:
     """Lets several samplings, each in its own thread, take turns one sampler step at a time, and times
     each only while it has the turn (the sampler callback, once per step, hands the turn on)."""
 
-    def __init__(self, names: list[str], on_step: Callable[[], Any] = lambda: None) -> None:
-        self.names, self.turn, self.done, self.on_step = names, 0, set(), on_step
+    def __init__(self, names: list[str], on_step: Callable[[], Any] = lambda: None,
+                 sync: Callable[[], Any] = lambda: None) -> None:
+        self.names, self.turn, self.done, self.on_step, self.sync = names, 0, set(), on_step, sync
         self.cv = threading.Condition()
         self.steps: dict[str, list[float]] = {name: [] for name in names}
         self.started = 0.0
@@ -96,9 +141,11 @@ class Lockstep:
     def _wait(self, name: str) -> None:
         while self.names[self.turn] != name:
             self.cv.wait()
+        self.sync()
         self.started = time.perf_counter()
 
     def _pass_on(self, name: str) -> None:
+        self.sync()  # an accelerator's queued work belongs to the step that queued it
         self.steps[name].append(time.perf_counter() - self.started)
         self.on_step()
         for _ in self.names:
@@ -166,6 +213,13 @@ class Run:
         return self.clock.total("disabled") / self.clock.total("off") - 1
 
     @property
+    def full_step_overhead(self) -> float:
+        """The median over DeepCache's full steps of (its step / the same step without DeepCache) - 1: what the
+        engine adds to the steps it cannot skip (a compiled U-Net must not run slower with it)."""
+        full = sorted(self.stats.steps_with_full_pass)
+        return statistics.median(self.clock.steps["on"][i] / self.clock.steps["off"][i] for i in full) - 1
+
+    @property
     def speedup_with_controlnet(self) -> float:
         return self.clock.total("off+controlnet") / self.clock.total("on+controlnet")
 
@@ -177,12 +231,13 @@ def shared_weight_copy(module: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(module, memo={id(t): t for t in tensors})
 
 
-def lockstep(samplings: dict[str, Callable[[Callable], Any]],
-             on_step: Callable[[], Any] = lambda: None) -> tuple[Lockstep, dict[str, Any]]:
-    clock, results = Lockstep(list(samplings), on_step), {}
+def lockstep(samplings: dict[str, Callable[[Callable], Any]], on_step: Callable[[], Any] = lambda: None,
+             device: Device | None = None) -> tuple[Lockstep, dict[str, Any]]:
+    device = device or Device(torch.device("cpu"), torch.float32)
+    clock, results = Lockstep(list(samplings), on_step, device.synchronize), {}
 
     def worker(name: str) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), device.autocast():  # autocast is per thread
             results[name] = clock.run(name, samplings[name])
 
     threads = [threading.Thread(target=worker, args=(name,)) for name in samplings]
@@ -198,14 +253,15 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
         torch.set_num_threads(a.threads)
     params = DeepCacheParams(enabled=True, interval=a.interval, branch=a.branch, schedule=a.schedule)
     log(f"building {a.arch} U-Net ({ARCHS[a.arch].description})")
-    unet = build_unet(a.arch, seed=a.seed)
+    dev = Device.from_args(a)
+    unet = dev.place(build_unet(a.arch, seed=a.seed))
     pipe = Pipeline(unet)
     n = len(unet.input_blocks)
     if a.branch >= n:
         raise SystemExit(f"--branch must be in [0, {n - 1}] for {a.arch}")
     cond, uncond = pipe.conditioning(a.images)
     x = torch.cat([pipe.noise(a.images, a.size)] * 2)
-    t = torch.full((x.shape[0],), 500.0)
+    t = torch.full((x.shape[0],), 500.0, device=dev.device)
     kwargs = unet_kwargs(unet, torch.cat([cond, uncond]))
     context = kwargs["context"]
     deep: dict[int, torch.Tensor] = {}
@@ -218,16 +274,21 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     def shallow(k: int) -> None:
         shallow_pass(unet, x, t, context, k, deep[n - 2 - k] if k < n - 1 else deep_mid, kwargs.get("y"))
 
-    with torch.no_grad():
-        log("warm-up and step costs")
+    def timed(fn: Callable[[], Any]) -> float:
+        """The fastest of ``--repeats`` calls, each timed to the end of its device work."""
+        dev.synchronize()
+        return min(timed_calls(lambda: (fn(), dev.synchronize()), a.repeats))
+
+    with torch.no_grad(), dev.autocast():
+        log(f"warm-up and step costs on {dev.name()} ({a.dtype})")
         full()
         for h in hooks:
             h.remove()
         deep_mid = unet.middle_block(*_middle_inputs(unet, x, t, kwargs))
         branch_costs = {}
         if a.plot:  # the cost of a retrieval at every branch, relative to a full pass
-            full_cost = min(timed_calls(full, a.repeats))
-            branch_costs = {k: min(timed_calls(lambda k=k: shallow(k), a.repeats)) / full_cost for k in range(n)}
+            full_cost = timed(full)
+            branch_costs = {k: timed(lambda k=k: shallow(k)) / full_cost for k in range(n)}
 
         log("copying the U-Net (shared weights) for the lockstep samplings")
         names = ["off", "disabled", "on"] + (["off+controlnet", "on+controlnet"] if a.controlnet else [])
@@ -248,15 +309,27 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
             engine.install(pipes[name].unet)
         schedule = pipe.timestep_schedule(pipe.sigmas(a.sampler, a.steps))
         running = [name for name in ("on", "on+controlnet") if name in engines]
+        if a.compile:
+            log(f"torch.compile (backend {a.compile}) and one untimed sampling per copy")
+            for name, copy_pipe in pipes.items():
+                copy_pipe.model.model.diffusion_model = torch.compile(copy_pipe.unet, backend=a.compile)
+                if name in running:
+                    engines[name].begin_run(params, a.steps, schedule)
+                copy_pipe.sample(a.sampler, a.steps, a.images, a.size, a.seed)
+                if name in running:
+                    engines[name].end_run()
+        bare_unet = pipes["off"].model.model.diffusion_model  # compiled too with --compile
+        overhead = pass_overheads(pipes["on"].model.model.diffusion_model, engines["on"], a.branch, (x, kwargs),
+                                  timed, lambda: bare_unet(x, t, **kwargs), lambda: shallow(a.branch))
         runs = []
         bar = tqdm(total=a.runs * len(pipes) * (a.steps + 1), desc="sampler steps", disable=a.json, file=sys.stderr)
         for run in range(1, a.runs + 1):
             log(f"lockstep run {run}/{a.runs}: {', '.join(names)}, a step each in turn")
-            retrieval = min(timed_calls(lambda: shallow(a.branch), a.repeats))
+            retrieval = timed(lambda: shallow(a.branch))
             for name in running:
                 engines[name].begin_run(params, a.steps, schedule)
             clock, latents = lockstep({name: lambda cb, name=name: pipes[name].sample(
-                a.sampler, a.steps, a.images, a.size, a.seed, callback=cb) for name in pipes}, bar.update)
+                a.sampler, a.steps, a.images, a.size, a.seed, callback=cb) for name in pipes}, bar.update, dev)
             stats = {name: engines[name].end_run() for name in running}
             runs.append(Run(clock, latents, stats["on"], retrieval))
         bar.close()
@@ -271,7 +344,8 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     return {
         "arch": a.arch, "size": a.size, "latent": a.size // 8, "unet_batch": 2 * a.images, "sampler": a.sampler,
         "steps": a.steps, "interval": a.interval, "branch": a.branch, "schedule": a.schedule,
-        "torch_threads": torch.get_num_threads(), "runs": a.runs,
+        "torch_threads": torch.get_num_threads(), "runs": a.runs, "device": str(dev.device),
+        "device_name": dev.name(), "dtype": a.dtype, "compile": a.compile,
         "time_off_s": median_run.clock.total("off"), "time_on_s": median_run.clock.total("on"),
         "time_per_image_off_s": median_run.clock.total("off") / a.images,
         "time_per_image_on_s": median_run.clock.total("on") / a.images,
@@ -285,6 +359,8 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
         "latent_abs_mean": float(latent_off.abs().mean()),
         "disabled_overhead": statistics.median(r.disabled_overhead for r in runs),
         "disabled_overhead_total": statistics.median(r.disabled_overhead_total for r in runs),
+        "full_step_overhead": statistics.median(r.full_step_overhead for r in runs),
+        **overhead,
         "ideal_speedup_per_branch": {k: (full_n + retr_n) / (full_n + retr_n * c) for k, c in branch_costs.items()},
         "retrieval_over_full_per_branch": branch_costs,
         "step_times_off_s": median_run.clock.steps["off"], "step_times_on_s": median_run.clock.steps["on"],
@@ -296,6 +372,32 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
             "time_per_image_on_controlnet_s": median_run.clock.total("on+controlnet") / a.images}
            if a.controlnet else {}),
     }
+
+
+def pass_overheads(unet: Callable, engine: DeepCacheEngine, branch: int, inputs: tuple, timed: Callable,
+                   bare_full: Callable, bare_shallow: Callable) -> dict[str, float]:
+    """What the engine costs per U-Net pass, in microseconds: a retrieval pass through the engine against the bare
+    shallow branch it computes, and a full pass through the engine against the bare U-Net. At accelerator speed a
+    retrieval pass takes milliseconds, so a fixed cost per pass decides whether the speed-up reaches its ideal."""
+    x, kwargs = inputs
+    two_steps = DeepCacheParams(enabled=True, interval=2, branch=branch)  # step 0 full, step 1 retrieval
+    high, low = (torch.full((x.shape[0],), value, device=x.device) for value in (900.0, 800.0))
+
+    def through_engine(retrieval: bool) -> Callable[[], None]:
+        def one() -> None:
+            engine.begin_run(two_steps, 2, [900.0, 800.0])
+            unet(x, high, **kwargs)
+            if retrieval:
+                unet(x, low, **kwargs)
+            engine.end_run()
+        return one
+
+    full_with_engine = timed(through_engine(False))
+    retrieval_with_engine = timed(through_engine(True)) - full_with_engine
+    bare_retrieval, bare = timed(bare_shallow), timed(bare_full)
+    return {"engine_retrieval_s": retrieval_with_engine, "bare_retrieval_s": bare_retrieval,
+            "wrapper_overhead_retrieval_us": 1e6 * (retrieval_with_engine - bare_retrieval),
+            "wrapper_overhead_full_us": 1e6 * (full_with_engine - bare)}
 
 
 def _middle_inputs(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, kwargs: dict[str, torch.Tensor]) -> tuple:
@@ -311,7 +413,8 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join([
         f"DeepCache benchmark: {r['arch']} U-Net, {r['size']}x{r['size']} (latent {r['latent']}x{r['latent']}), "
         f"U-Net batch {r['unet_batch']}, {r['sampler']}, {r['steps']} steps, interval {r['interval']}, "
-        f"branch {r['branch']}, {r['schedule']}, {r['torch_threads']} torch threads",
+        f"branch {r['branch']}, {r['schedule']}, {r['torch_threads']} torch threads, {r['device_name']} "
+        f"{r['dtype']}{', compiled (' + r['compile'] + ')' if r['compile'] else ''}",
         f"{'':28}{'time/image':>12}{'speed-up':>10}",
         f"{'off':28}{r['time_per_image_off_s']:>11.2f}s{1:>9.2f}x",
         f"{'DeepCache':28}{r['time_per_image_on_s']:>11.2f}s{r['speedup']:>9.2f}x",
@@ -325,6 +428,9 @@ def format_table(r: dict[str, Any]) -> str:
         f"installed but disabled: {100 * r['disabled_overhead']:+.2f}% per step (median of paired steps; "
         f"{100 * r['disabled_overhead_total']:+.2f}% of the run totals); "
         f"achieved/ideal per lockstep run: {', '.join(f'{100 * v:.1f}%' for v in r['achieved_over_ideal_per_run'])}",
+        f"engine per pass: retrieval {r['wrapper_overhead_retrieval_us']:+.0f} us over the bare shallow branch "
+        f"({1e3 * r['bare_retrieval_s']:.2f} ms), full {r['wrapper_overhead_full_us']:+.0f} us; DeepCache's full "
+        f"steps {100 * r['full_step_overhead']:+.1f}% against the same steps without it",
     ] + ([
         f"{'off, with a ControlNet':28}{r['time_per_image_off_controlnet_s']:>11.2f}s{1:>9.2f}x",
         f"{'DeepCache, with a ControlNet':28}{r['time_per_image_on_controlnet_s']:>11.2f}s"

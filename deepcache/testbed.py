@@ -318,7 +318,8 @@ class Pipeline:
     def __init__(self, unet: nn.Module, context_tokens: int = 8) -> None:
         self.k = import_k_diffusion()
         self.unet = unet
-        self.model = LatentModel(unet)
+        self.device = next(unet.parameters()).device
+        self.model = LatentModel(unet).to(self.device)
         self.denoiser = self.k.external.CompVisDenoiser(self.model)
         self.context_tokens = context_tokens
 
@@ -327,7 +328,7 @@ class Pipeline:
         dim = context_dim(self.unet)
         cond = torch.randn(images, self.context_tokens, dim, generator=g)
         uncond = torch.randn(images, self.context_tokens, dim, generator=g) * 0.5
-        return cond, uncond
+        return cond.to(self.device), uncond.to(self.device)
 
     def sigmas(self, sampler: str, steps: int) -> torch.Tensor:
         spec = SAMPLERS[sampler]
@@ -337,6 +338,7 @@ class Pipeline:
                                                        self.denoiser.sigma_max.item())
         else:
             sigmas = self.denoiser.get_sigmas(n)
+        sigmas = sigmas.to(self.device)
         return torch.cat([sigmas[:-2], sigmas[-1:]]) if spec.discard_penultimate else sigmas
 
     def timestep_schedule(self, sigmas: torch.Tensor) -> list[float]:
@@ -345,7 +347,8 @@ class Pipeline:
 
     def noise(self, images: int, size: int, seed: int = 0) -> torch.Tensor:
         channels = self.unet.input_blocks[0][0].in_channels
-        return torch.randn(images, channels, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))
+        noise = torch.randn(images, channels, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))
+        return noise.to(self.device)
 
     def sample(self, sampler: str, steps: int, images: int = 1, size: int = 64, seed: int = 0,
                split: bool = False, min_uncond_sigma: float = 0.0, callback: Callable | None = None) -> torch.Tensor:

@@ -42,3 +42,32 @@ def test_disabled_overhead_pairs_steps_so_one_slow_step_does_not_count():
     run = benchmark.Run(clock, {}, None, 0.0)
     assert run.disabled_overhead == pytest.approx(0.01)
     assert run.disabled_overhead_total == pytest.approx(0.108)
+
+
+def test_benchmark_on_a_device_in_half_precision_reports_the_engines_cost_per_pass(capsys):
+    r = run_json(capsys, "--arch", "tiny", "--device", "cpu", "--dtype", "bfloat16")
+    assert (r["device"], r["device_name"], r["dtype"], r["compile"]) == ("cpu", "cpu", "bfloat16", None)
+    assert (r["full_passes"], r["retrieval_passes"]) == (2, 4)
+    assert r["engine_retrieval_s"] > 0 and r["bare_retrieval_s"] > 0
+    assert r["wrapper_overhead_retrieval_us"] == pytest.approx(1e6 * (r["engine_retrieval_s"] - r["bare_retrieval_s"]))
+    assert -1 < r["full_step_overhead"] < 10
+    assert 0 < r["max_abs_diff"] < 10 * r["latent_abs_mean"]
+
+
+def test_benchmark_compiles_every_copy_before_timing(capsys):
+    """``--compile``: the compiled U-Nets (dynamo's eager backend here: no C++ toolchain needed) take the same
+    passes; DeepCache on a compiled U-Net still skips its deep blocks."""
+    r = run_json(capsys, "--arch", "tiny", "--compile", "eager")
+    assert r["compile"] == "eager"
+    assert (r["full_passes"], r["retrieval_passes"]) == (2, 4)
+    assert r["speedup"] > 1
+
+
+def test_the_device_synchronises_only_an_accelerator():
+    calls = []
+    cpu = benchmark.Device(benchmark.torch.device("cpu"), benchmark.torch.bfloat16)
+    clock = benchmark.Lockstep(["a"], sync=lambda: calls.append("sync"))
+    clock.run("a", lambda callback: [callback({}) for _ in range(3)])
+    assert calls == ["sync"] * 8  # at the start and end of each of the 4 turns
+    assert cpu.autocast().fast_dtype == benchmark.torch.bfloat16 and cpu.name() == "cpu"
+    cpu.synchronize()  # nothing to wait for
