@@ -18,6 +18,9 @@ from .params import PARAM_SPECS
 from .stats import RunStats
 
 COSTS_ROUTE = "/deepcache/v1/costs"
+FEW_STEPS = 10  # below this many steps, the hint says DeepCache gains little
+FEW_STEPS_HINT = ("few steps: each reused step is a larger share of the image, so DeepCache gains little below "
+                  f"~{FEW_STEPS} steps (LCM, Turbo, Lightning, Hyper); try interval 2, or leave it off")
 
 
 @dataclass(frozen=True)
@@ -70,4 +73,5 @@ def estimate_html(costs: dict[str, Any]) -> str:
     help_texts = {spec.name: spec.help for spec in PARAM_SPECS}
     return (f'<span class="deepcache-estimate" data-costs="{html.escape(json.dumps(costs["costs"]))}" '
             f'data-source="{html.escape(costs["source"])}" data-route="{COSTS_ROUTE}" '
+            f'data-few-steps="{FEW_STEPS}" data-few-hint="{html.escape(FEW_STEPS_HINT)}" '
             f'data-help="{html.escape(json.dumps(help_texts))}"></span>')

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
+from . import __version__
 from .controlnet import ControlNetSatellites
 from .engine import DeepCacheEngine, EngineConflict
 from .estimate import Calibration
@@ -24,7 +25,8 @@ log = logging.getLogger("deepcache")
 
 STATS_KEY = PARAM_SPECS[0].label  # "DeepCache": its presence in an infotext means "enabled"
 ERROR_KEY = "DeepCache error"
-INFOTEXT_KEYS = (STATS_KEY, ERROR_KEY) + tuple(spec.label for spec in PARAM_SPECS[1:])
+VERSION_KEY = "DeepCache version"
+INFOTEXT_KEYS = (STATS_KEY, ERROR_KEY, VERSION_KEY) + tuple(spec.label for spec in PARAM_SPECS[1:])
 OVERRIDES_ATTR = "deepcache_overrides"  # set on a copied ``p`` by the X/Y/Z axes
 MARK_ATTR = "deepcache_generation"  # set on ``p`` by ``start``; a shallow copy of ``p`` carries it along
 GENERATION_STATE = ("p", "mark", "task", "engine", "controlnets", "params", "pending", "runs", "pending_label",
@@ -137,6 +139,7 @@ class Session:
         self.params = params
         p.extra_generation_params[STATS_KEY] = "on"
         p.extra_generation_params.update(params.infotext())
+        p.extra_generation_params[VERSION_KEY] = __version__
         return params
 
     def before_sampling(self, p: Any, hires: bool) -> None:
@@ -264,7 +267,7 @@ class Session:
             if layout is not None and branch is not None:
                 self.calibration.record(layout.depth, branch, stats)
             if self.print_stats:
-                print(f"[DeepCache]{' ' + self.run_label if self.run_label else ''} {stats.summary()}")
+                print(f"[DeepCache {__version__}]{' ' + self.run_label if self.run_label else ''} {stats.summary()}")
         elif stats is not None and self.adapter.reports_calls:
             # the run began at the webui's first denoiser call, yet no U-Net call was reported: another
             # extension replaced the U-Net function wrapper without calling ours (Forge Neo's Spectrum does)

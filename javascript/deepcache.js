@@ -31,7 +31,8 @@
         var cost = costs[Math.min(branch, costs.length - 1)];
         var speedup = steps / (full + (steps - full) * cost);
         span.textContent = '≈' + speedup.toFixed(1) + '× faster (estimate): ' + full + ' of ' + steps +
-            ' steps run the whole U-Net, ' + (steps - full) + ' reuse its deep features';
+            ' steps run the whole U-Net, ' + (steps - full) + ' reuse its deep features' +
+            (steps < parseInt(span.dataset.fewSteps, 10) ? ' — ' + span.dataset.fewHint : '');
         span.title = 'Retrieval step costs: ' + span.dataset.source;
     }
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from webui_doubles import CFGDenoiserParams, Denoiser, KDiffusionSampler, Processing, install_modules, remove_modules
 
+import deepcache
 from deepcache import DeepCacheParams, UnsupportedModel
 from deepcache.a1111 import A1111Adapter
 from deepcache.session import ERROR_KEY, STATS_KEY, Session, resolve_params
@@ -121,6 +122,7 @@ def sample(webui, session, p, steps, before_first_step=None, seed=0):
 def test_a1111_lifecycle_caches_with_the_captured_schedule(webui):
     p, session, latent = generation(webui, [True, 3, 0])
     assert p.extra_generation_params[STATS_KEY] == "6/9 steps cached"
+    assert p.extra_generation_params["DeepCache version"] == deepcache.__version__
     assert ERROR_KEY not in p.extra_generation_params
     assert not session.engine.installed and "get_sigmas" not in vars(p.sampler)
     off_p, _, off = generation(webui, [False])
