@@ -58,6 +58,10 @@ class A1111Adapter:
     def install(self, session: Session, unet: nn.Module) -> None:
         session.engine.install(unet)
 
+    def conflict(self) -> str | None:
+        """A1111 calls the U-Net directly; a peer DeepCache's forward is the session's own check."""
+        return None
+
     def task(self) -> Hashable | None:
         """The job in progress: ``shared.state.begin()`` stamps each API request and Generate click; a generation
         run inside another (ADetailer's inpainting) belongs to the same job."""

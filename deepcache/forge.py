@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .a1111 import A1111Adapter
+from .peers import foreign_cache, origin, reaches
 from .session import Session
 from .structure import UnsupportedModel
 
@@ -29,6 +30,8 @@ class ForgeAdapter(A1111Adapter):
     def __init__(self) -> None:
         super().__init__()
         self.predictor: Any = None  # the model's sigma <-> timestep mapping, set by prepare()
+        self.model: Any = None  # p.sd_model, whose forge_objects.unet the sampler will call
+        self.wrapper: Any = None  # our U-Net function wrapper
 
     def unet_of_model(self, model: Any) -> nn.Module:
         patcher = model.forge_objects.unet
@@ -78,6 +81,27 @@ class ForgeAdapter(A1111Adapter):
         deepcache_unet_wrapper.deepcache_previous = previous
         patcher.set_model_unet_function_wrapper(deepcache_unet_wrapper)
         p.sd_model.forge_objects.unet = patcher
+        self.model, self.wrapper = p.sd_model, deepcache_unet_wrapper
+
+    def release(self) -> None:
+        super().release()
+        self.model = self.wrapper = None
+
+    def conflict(self) -> str | None:
+        """At the run's first denoiser call every extension's patch is in place: the wrapper the sampler will call
+        must reach ours (a wrapper set after ours that does not call it decides alone), and no other cache may
+        sit in the chain (Spectrum, set before or after ours, forecasts the U-Net's output on most steps)."""
+        if self.model is None:
+            return None
+        wrapper = self.model.forge_objects.unet.model_options.get("model_function_wrapper")
+        if wrapper is not self.wrapper and not reaches(wrapper, self.wrapper):
+            return (f"another extension's U-Net function wrapper ('{origin(wrapper)[0]}') replaced DeepCache's "
+                    "without calling it: it runs this sampling alone; disable one of them")
+        cache = foreign_cache(wrapper)
+        if cache is not None:
+            return (f"another U-Net cache ('{cache}') is on: two caches on one run give a wrong image; DeepCache "
+                    "stands down, disable one of them")
+        return None
 
     def _sigmas_to_timesteps(self, sampler: Any, sigmas: list[float]) -> list[float]:
         """The schedule in the very timesteps the U-Net wrapper reports: the model's own mapping, not the

@@ -1,10 +1,13 @@
-"""Other DeepCache implementations on the same U-Net. Users migrating from a peer extension often still have it
-installed; two caches on one U-Net give a wrong image, so when a peer's hook is on the U-Net ours stands down
-for that run and says which extension to disable."""
+"""Other caches on the same U-Net. Users migrating from a peer extension often still have it installed, and Forge
+Neo ships its own (Spectrum); two caches on one U-Net give a wrong image, so when another one is on, ours stands
+down for that run and says which extension to disable."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -33,6 +36,57 @@ def peer_hook(unet: nn.Module) -> str | None:
     if forward is None or "deepcache" not in origin.lower():
         return None
     return _extension_name(Path(code.co_filename)) if code else str(getattr(function, "__module__", "?"))
+
+
+CACHE_NAME = re.compile(r"cache|spectrum|forecast", re.IGNORECASE)  # TeaCache, EasyCache, MagCache, FBCache, ...
+
+
+def callables_reached(start: Any, depth: int = 4) -> Iterator[Callable]:
+    """``start`` and the callables it holds (closure cells, ``functools.partial``, bound methods, ``__wrapped__``,
+    our ``deepcache_previous``), breadth first: what a U-Net function wrapper may call."""
+    seen, level = set(), [start]
+    for _ in range(depth):
+        following = []
+        for item in level:
+            if not callable(item) or id(item) in seen:
+                continue
+            seen.add(id(item))
+            yield item
+            function = getattr(item, "__func__", item)
+            if isinstance(item, functools.partial):
+                following += [item.func, *item.args, *item.keywords.values()]
+            following += [getattr(function, name, None) for name in ("__wrapped__", "deepcache_previous")]
+            for cell in getattr(function, "__closure__", None) or ():
+                try:
+                    following.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+        level = following
+
+
+def origin(function: Any) -> tuple[str, str]:
+    """The extension (or module) a callable comes from, and its code's description (module, name, file)."""
+    function = getattr(function, "__func__", function)
+    code = getattr(function, "__code__", None)
+    text = " ".join(str(part) for part in (getattr(function, "__module__", ""), getattr(function, "__qualname__", ""),
+                                            code.co_filename if code else ""))
+    name = _extension_name(Path(code.co_filename)) if code else str(getattr(function, "__module__", "?"))
+    return name, text
+
+
+def foreign_cache(wrapper: Any) -> str | None:
+    """The extension of another U-Net cache among the callables a wrapper reaches (its code says "cache",
+    "spectrum" or "forecast", and is not a DeepCache): it decides which U-Net calls run, so ours must not."""
+    for function in callables_reached(wrapper):
+        name, text = origin(function)
+        if "deepcache" not in text.lower() and CACHE_NAME.search(text):
+            return name
+    return None
+
+
+def reaches(wrapper: Any, target: Any) -> bool:
+    """Whether ``wrapper`` holds ``target`` (so that it can call it)."""
+    return any(function is target for function in callables_reached(wrapper))
 
 
 def _extension_name(path: Path) -> str:

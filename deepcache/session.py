@@ -60,6 +60,10 @@ class Adapter(Protocol):
     def task(self) -> Hashable | None:
         """What tells the webui's jobs apart (one API request, one Generate click); None when unknown."""
 
+    def conflict(self) -> str | None:
+        """Why DeepCache must not act on the run about to sample (another cache or wrapper decides which U-Net
+        calls run), asked at its first denoiser call when every extension's patch is in place; None if nothing."""
+
 
 def resolve_params(args: Sequence[Any], overrides: dict[str, Any] | None = None) -> DeepCacheParams:
     """Script args (UI values, API JSON) plus X/Y/Z overrides. An axis other than "enabled" turns
@@ -174,6 +178,9 @@ class Session:
             return
         try:
             self._check_peers(self.engine.unet)
+            conflict = self.adapter.conflict()
+            if conflict is not None:
+                raise EngineConflict(conflict)
         except EngineConflict as error:
             self._refuse(error)
             return

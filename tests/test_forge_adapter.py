@@ -77,25 +77,112 @@ def test_a_transformer_model_is_declined(pipe, forge_model, monkeypatch):
     assert not session.engine.installed
 
 
-def test_an_extension_that_replaces_the_unet_wrapper_wins_and_the_infotext_says_so(pipe, forge_model, monkeypatch):
-    """Forge Neo's Spectrum clones the patcher after us and sets its own U-Net function wrapper without calling
-    the one there: our blocks then see no reported call, run in full, and the infotext says why."""
-    monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)
-    sd_model = forge_model()
-    session = Session(ForgeAdapter())
+def wrapper_from(extension_file, source):
+    """A U-Net function wrapper defined in an extension's file, as Forge's built-ins define theirs."""
+    namespace = {"__name__": "spectrum"}
+    exec(compile(source, extension_file, "exec"), namespace)
+    return namespace
+
+
+SPECTRUM = "/webui/extensions-builtin/sd_forge_spectrum/scripts/spectrum.py"
+FORECAST = '''
+def patch(previous=None, actual=(0, 1, 3)):
+    """Spectrum: the U-Net runs on the 'actual' steps only, the others are forecast (here: the last output)."""
+    state = {"step": 0, "last": None}
+
+    def spectrum_unet_wrapper(apply_model, args):
+        if state["step"] in actual or state["last"] is None:
+            call = previous or (lambda f, a: f(a["input"], a["timestep"], **a["c"]))
+            state["last"] = call(apply_model, args)
+        state["step"] += 1
+        return state["last"]
+    return spectrum_unet_wrapper
+'''
+SIGMAS = [14.0, 9.0, 6.0, 4.0, 2.5, 1.5]
+
+
+def sample_with(session, sd_model, after_ours=None, args=(True, 3, 0), late=None):
+    """One run: our ``process_before_every_sampling``, then another script's (``after_ours`` patches the patcher),
+    then the sampler's calls through whatever wrapper is in place."""
     p = Processing(sd_model)
-    session.start(p, [True, 3, 0])
+    session.start(p, list(args))
     session.before_sampling(p, hires=False)
-    spectrum = sd_model.forge_objects.unet.clone()
-    spectrum.set_model_unet_function_wrapper(lambda apply_model, args: apply_model(args["input"], args["timestep"],
-                                                                                   **args["c"]))
-    sigmas = [14.0, 9.0, 6.0, 4.0]
-    session.begin_run(len(sigmas), [float(spectrum.model.predictor.timestep(torch.tensor(s))) for s in sigmas])
-    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
+    if after_ours is not None:
+        sd_model.forge_objects.unet = after_ours(sd_model.forge_objects.unet)
+    patcher = sd_model.forge_objects.unet
+    session.begin_run(len(SIGMAS), [float(patcher.model.predictor.timestep(torch.tensor(s))) for s in SIGMAS])
+    if late is not None:  # patched after the first denoiser call, where no check can see it
+        patcher = late(patcher)
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 32, generator=g)
     with torch.no_grad():
-        out = [forge_apply(spectrum, x, torch.full((2,), s), ctx, [1, 0]) for s in sigmas]
+        out = [forge_apply(patcher, x, torch.full((2,), s), ctx, [1, 0]) for s in SIGMAS]
+    stats = session.engine.stats
     session.after_sampling(p)
+    return p, out, stats
+
+
+def spectrum_after_ours(patcher):
+    """Spectrum's ``process_before_every_sampling``: clone, set its wrapper, which calls the bare U-Net."""
+    clone = patcher.clone()
+    clone.set_model_unet_function_wrapper(wrapper_from(SPECTRUM, FORECAST)["patch"]())
+    return clone
+
+
+def test_a_wrapper_set_after_ours_that_does_not_call_it_makes_ours_stand_down_before_sampling(
+        pipe, forge_model, monkeypatch):
+    """DeepCache decides at the first denoiser call, before any U-Net pass, and says so; the image is Spectrum's
+    alone (pixel-identical to Spectrum without DeepCache)."""
+    monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)
+    p, out, stats = sample_with(Session(ForgeAdapter()), forge_model(), spectrum_after_ours)
+    assert ("('sd_forge_spectrum') replaced DeepCache's without calling it"
+            in p.extra_generation_params["DeepCache error"])
+    assert "DeepCache" not in p.extra_generation_params and stats is None
+    spectrum_model = forge_model()
+    spectrum_model.forge_objects.unet = spectrum_after_ours(spectrum_model.forge_objects.unet)
+    _, spectrum_alone, _ = sample_with(Session(ForgeAdapter()), spectrum_model, args=[False])
+    assert all(torch.equal(a, b) for a, b in zip(out, spectrum_alone))
+
+
+@pytest.mark.parametrize("where", ["before ours", "after ours, calling ours"])
+def test_another_cache_in_the_wrapper_chain_makes_ours_stand_down_before_sampling(
+        pipe, forge_model, monkeypatch, where):
+    """A cache that chains the wrappers (set before ours, so ours calls it; or after ours, calling ours on the
+    steps it computes) still decides which U-Net calls run: two caches would act on one run."""
+    monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)
+    patch = wrapper_from(SPECTRUM, FORECAST)["patch"]
+    after_ours = None
+    if where == "before ours":
+        sd_model = forge_model(patch())
+    else:
+        sd_model = forge_model()
+
+        def after_ours(patcher):
+            clone = patcher.clone()
+            clone.set_model_unet_function_wrapper(patch(patcher.model_options["model_function_wrapper"]))
+            return clone
+    p, _, stats = sample_with(Session(ForgeAdapter()), sd_model, after_ours)
+    assert "another U-Net cache ('sd_forge_spectrum') is on" in p.extra_generation_params["DeepCache error"]
+    assert stats is None and "DeepCache" not in p.extra_generation_params
+
+
+def test_a_wrapper_that_calls_ours_on_every_call_keeps_deepcache(pipe, forge_model, monkeypatch):
+    """A wrapper set after ours that calls it on every U-Net call (tiles, regions) is not a cache: DeepCache acts."""
+    monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)
+
+    def tiles_after_ours(patcher):
+        ours = patcher.model_options["model_function_wrapper"]
+        clone = patcher.clone()
+        clone.set_model_unet_function_wrapper(lambda apply_model, args: ours(apply_model, args))
+        return clone
+
+    p, _, stats = sample_with(Session(ForgeAdapter()), forge_model(), tiles_after_ours)
+    assert p.extra_generation_params["DeepCache"] == "4/6 steps cached" and stats.cached_passes == 4
+
+
+def test_a_wrapper_swapped_in_after_the_first_denoiser_call_is_still_reported(pipe, forge_model, monkeypatch):
+    """No check before sampling can see a patch made later; the run then sees no U-Net call, and says why."""
+    monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)
+    p, out, _ = sample_with(Session(ForgeAdapter()), forge_model(), late=spectrum_after_ours)
     assert "replaced the U-Net function wrapper" in p.extra_generation_params["DeepCache error"]
     assert "DeepCache" not in p.extra_generation_params
-    with torch.no_grad():
-        assert torch.equal(out[-1], forge_apply(spectrum, x, torch.full((2,), sigmas[-1]), ctx, [1, 0]))
