@@ -358,6 +358,7 @@ class DeepCacheEngine:
         if p.retrieve:
             run.stats.cached_passes += 1
             run.stats.cached_seconds += elapsed
+            run.stats.steps_with_cached_pass.add(p.step)
         else:
             run.stats.full_passes += 1
             run.stats.full_seconds += elapsed

@@ -11,6 +11,7 @@ class RunStats:
     total_steps: int = 0
     steps_seen: set[int] = field(default_factory=set)
     steps_with_full_pass: set[int] = field(default_factory=set)
+    steps_with_cached_pass: set[int] = field(default_factory=set)
     full_passes: int = 0
     cached_passes: int = 0
     full_seconds: float = 0.0
@@ -44,9 +45,18 @@ class RunStats:
         spent = self.full_seconds + self.cached_seconds
         return (self.full_passes + self.cached_passes) * full_cost / spent if spent > 0 else 1.0
 
+    @property
+    def partly_cached_steps(self) -> int:
+        """Steps with both full and cached passes (a sampler evaluating twice per step that the webui does not
+        say so of): the step count alone would hide that their cached passes changed the image."""
+        return len(self.steps_with_cached_pass & self.steps_with_full_pass)
+
     def cached_text(self) -> str:
-        """The infotext's form: ``13/20 steps cached``."""
-        return f"{self.cached_steps}/{self.planned_steps} steps cached"
+        """The infotext's form: ``13/20 steps cached``, with the passes when some steps were cached in part."""
+        text = f"{self.cached_steps}/{self.planned_steps} steps cached"
+        if self.partly_cached_steps:
+            text += f" ({self.cached_passes}/{self.full_passes + self.cached_passes} U-Net passes from cache)"
+        return text
 
     def summary(self) -> str:
         """E.g. ``13/20 steps cached, 13/20 U-Net passes from cache, ~2.4x (U-Net pass: full 3.91 s, cached
@@ -54,5 +64,6 @@ class RunStats:
         passes = self.full_passes + self.cached_passes
         full = self.full_seconds / self.full_passes if self.full_passes else 0.0
         cached = self.cached_seconds / self.cached_passes if self.cached_passes else 0.0
-        return (f"{self.cached_text()}, {self.cached_passes}/{passes} U-Net passes from cache, "
+        return (f"{self.cached_steps}/{self.planned_steps} steps cached, {self.cached_passes}/{passes} U-Net passes "
+                f"from cache, "
                 f"~{self.estimated_speedup:.1f}x (U-Net pass: full {full:.3g} s, cached {cached:.3g} s)")

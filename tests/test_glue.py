@@ -1,6 +1,7 @@
 """The glue that needs no webui: args, X/Y/Z axes, the session lifecycle and the A1111 adapter, with small
 doubles of the webui objects (tests/webui_doubles.py) around a real U-Net and real k-diffusion sigmas."""
 import copy
+import re
 import types
 
 import pytest
@@ -82,13 +83,14 @@ def webui(tiny_unet, pipe):
     remove_modules()
 
 
-def generation(webui, args, steps=9, session=None, before_first_step=None, sampler="euler"):
+def generation(webui, args, steps=9, session=None, before_first_step=None, sampler="euler", second_order=None):
     """What A1111 does for one txt2img batch of a new job, calling the script's hooks in its order;
     ``before_first_step`` runs after every script's ``process_before_every_sampling`` (as a later script's would)."""
     session = session or Session(A1111Adapter())
     p = Processing(webui.model, sampler=KDiffusionSampler(webui.pipe.denoiser, webui.pipe.sigmas(sampler, steps),
                                                           SAMPLERS[sampler].function,
-                                                          second_order=sampler in SECOND_ORDER))
+                                                          second_order=sampler in SECOND_ORDER
+                                                          if second_order is None else second_order))
     p.extra_generation_params[ERROR_KEY] = "left over from a previous X/Y/Z cell"
     webui.shared.state.begin()
     session.start(p, args)
@@ -302,3 +304,17 @@ def test_a_generation_left_unfinished_by_a_failed_job_is_not_an_outer_one(webui)
     assert p.extra_generation_params[STATS_KEY] == "6/9 steps cached"
     assert not session.enclosing and session.p is p
     assert STATS_KEY not in crashed.extra_generation_params or crashed.extra_generation_params[STATS_KEY] == "on"
+
+
+def test_a_two_evaluation_sampler_the_webui_does_not_mark_says_what_was_cached(webui, capsys):
+    """Forge Neo's "DPM++ 2s a RF" evaluates twice per step without the webui's ``second_order`` mark: its second
+    evaluation lands below the next step's timestep, so some steps mix full and cached passes. The infotext
+    then gives the passes too, as the console does, so both say what happened."""
+    p, session, _ = generation(webui, [True, 3, 0], steps=12, sampler="dpmpp_2s_a", second_order=False)
+    text = p.extra_generation_params[STATS_KEY]
+    console = capsys.readouterr().out
+    steps, passes = re.match(r"(\d+/12) steps cached \((\d+/\d+) U-Net passes from cache\)$", text).groups()
+    assert f"{steps} steps cached, {passes} U-Net passes from cache" in console
+    assert int(passes.split("/")[0]) > int(steps.split("/")[0])
+    marked, _, _ = generation(webui, [True, 3, 0], steps=12, sampler="dpmpp_2s_a")
+    assert marked.extra_generation_params[STATS_KEY] == "8/12 steps cached"  # marked: whole steps, no passes
