@@ -17,3 +17,13 @@ def test_api_table_matches_the_parameter_definitions():
 def test_xyz_axes_are_listed():
     for name in AXIS_PARAMS:
         assert f"`{axis_label(SPECS_BY_NAME[name])}`" in README
+
+
+def test_one_version_named_by_the_changelog_and_the_package_metadata():
+    import deepcache
+
+    changelog = (Path(__file__).parents[1] / "CHANGELOG.md").read_text()
+    assert re.search(r"^## (\S+) —", changelog, re.M).group(1) == deepcache.__version__
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'attr = "deepcache.__version__"' in pyproject
+    assert (Path(__file__).parents[1] / "LICENSE").read_text().lstrip().startswith("Apache License")
