@@ -116,3 +116,96 @@ def test_a_compiled_unet_compiles_once_per_kind_of_pass(tiny_unet):
     assert stats.cached_passes == 8
     assert torch.allclose(compiled, eager, atol=1e-5)
     dynamo.reset()
+
+
+def tile_calls(unet, engine, tiles, ctx, schedule):
+    """Tiled Diffusion / MultiDiffusion, Regional Prompter's latent mode, AnimateDiff's context windows: several
+    U-Net calls of one shape per step (one per tile, region or window of frames). Returns each call's outputs."""
+    engine.begin_run(DeepCacheParams(enabled=True, interval=3), len(schedule), schedule)
+    with torch.no_grad():
+        outputs = [[unet(tile, torch.full((tile.shape[0],), t), context=ctx) for tile in tiles] for t in schedule]
+    return outputs, engine.end_run()
+
+
+def test_tiles_and_windows_each_reuse_only_their_own_features(tiny_unet):
+    """Each distinct U-Net call of a step reuses only its own deep features: every tile's outputs with four tiles
+    per step are bit-identical to that tile sampled alone (a shared slot would hand tile 0's features to the
+    others), and a single tile covering the image is plain DeepCache."""
+    g = torch.Generator().manual_seed(0)
+    tiles = [torch.randn(2, 4, 8, 8, generator=g) for _ in range(4)]
+    ctx = torch.randn(2, 4, 32, generator=g)
+    schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    together, stats = tile_calls(tiny_unet, engine, tiles, ctx, schedule)
+    alone = [tile_calls(tiny_unet, engine, [tile], ctx, schedule)[0] for tile in tiles]
+    engine.uninstall()
+    assert stats.cached_passes == 4 * 4 and stats.cached_steps == 4
+    for j in range(len(tiles)):
+        assert all(torch.equal(together[i][j], alone[j][i][0]) for i in range(len(schedule)))
+    assert not torch.equal(together[1][1], alone[0][1][0])  # the tiles' features do differ
+
+
+def test_modules_inside_a_skipped_block_are_skipped_with_it(tiny_unet):
+    """AnimateDiff puts its motion modules inside the U-Net's blocks: a motion module in a skipped block runs
+    only on full passes, one in a computed block on every pass."""
+    calls = {"deep": 0, "shallow": 0}
+
+    class Motion(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x, *args, **kwargs):
+            calls[self.name] += 1
+            return x
+
+    deep, shallow = tiny_unet.input_blocks[4], tiny_unet.output_blocks[-1]
+    deep.append(Motion("deep"))
+    shallow.append(Motion("shallow"))
+    try:
+        engine = DeepCacheEngine()
+        engine.install(tiny_unet)
+        _, stats = tile_calls(tiny_unet, engine, [torch.randn(2, 4, 8, 8)], torch.randn(2, 4, 32),
+                              [900.0, 800.0, 700.0, 600.0, 500.0, 400.0])
+        engine.uninstall()
+    finally:
+        del deep[-1], shallow[-1]
+    assert (stats.full_passes, stats.cached_passes) == (2, 4)
+    assert calls == {"deep": 2, "shallow": 6}
+
+
+def test_a_patch_that_changes_a_blocks_output_in_place_acts_on_every_pass_and_never_on_the_cache(tiny_unet):
+    """FreeU (Forge's built-in, A1111's extension) scales the backbone half of the tensor an output block hands on,
+    in place, between blocks. At branch 0 that tensor is the cached one on retrieval passes: the patch must act on
+    every pass and never reach the cache itself (else it would compound from one retrieval to the next)."""
+    provider = tiny_unet.output_blocks[-2]
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 32, generator=g)
+    schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    plain, _ = tile_calls(tiny_unet, engine, [x], ctx, schedule)
+
+    def freeu(original):
+        def patched(*args, **kwargs):
+            out = original(*args, **kwargs)
+            out[:, : out.shape[1] // 2] *= 1.5
+            return out
+        return patched
+
+    set_forward(provider, freeu)  # after ours: it patches what our wrapper returns, as Forge's patches do
+    try:
+        engine.begin_run(DeepCacheParams(enabled=True, interval=3), len(schedule), schedule)
+        with torch.no_grad():
+            outputs = [tiny_unet(x, torch.full((2,), schedule[0]), context=ctx)]
+            slot = next(iter(engine._run.slots.values()))
+            cached = slot.cached.clone()
+            outputs += [tiny_unet(x, torch.full((2,), t), context=ctx) for t in schedule[1:3]]
+        stats = engine.end_run()
+    finally:
+        del provider.forward
+        engine.uninstall()
+    assert stats.cached_passes == 2
+    assert torch.equal(slot.cached, cached)  # two retrievals later, the cache is what the full pass produced
+    assert all(not torch.equal(outputs[i], plain[i][0]) for i in range(3))  # the patch acts on every pass
