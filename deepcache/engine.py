@@ -16,6 +16,7 @@ and device, which only ever flow into other skipped blocks.
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,15 @@ def timestep_arg(args: tuple, kwargs: dict, position: int = 1) -> float | None:
     if t is None:
         return None
     return float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
+
+
+def own_code(function: Callable, name: str) -> Callable:
+    """``function`` with a code object of its own. A compiler that falls back to compiling each block call on its
+    own (a graph break inside the U-Net's loop, as in Forge's backend) caches compiled frames per code object: with
+    one shared code object, the wrappers of different blocks would evict each other until dynamo hits its
+    recompile limit and gives up; with one each, every block's wrapper is compiled once per kind of pass."""
+    code = function.__code__.replace(co_name=name, co_qualname=name)
+    return types.FunctionType(code, function.__globals__, name, function.__defaults__, function.__closure__)
 
 
 class EngineConflict(RuntimeError):
@@ -407,4 +417,4 @@ class DeepCacheEngine:
                 engine._end_pass()
             return out
 
-        return deepcache_block_forward
+        return own_code(deepcache_block_forward, f"deepcache_block_forward_{role[0]}{role[1]}")

@@ -88,6 +88,19 @@ def test_skipped_blocks_share_one_tensor_per_shape_for_the_whole_run(pipe):
     assert len(tensors) == len({shape for _, shape in tensors}) < len(skipped)  # one per shape
 
 
+def compiled_runs(unet, pipe, engine, params, schedule, runs=2):
+    """``runs`` DeepCache samplings through ``torch.compile(unet)`` (dynamo's eager backend); the last latent."""
+    pipe.model.model.diffusion_model = torch.compile(unet, backend="eager", dynamic=True)
+    try:
+        for _ in range(runs):  # the second run reuses the graphs
+            engine.begin_run(params, STEPS, schedule)
+            latent = pipe.sample("euler", STEPS)
+            stats = engine.end_run()
+    finally:
+        pipe.model.model.diffusion_model = unet
+    return latent, stats
+
+
 def test_a_compiled_unet_compiles_once_per_kind_of_pass(tiny_unet):
     """A compiler traces the U-Net with DeepCache's wrappers inside: one graph for full passes and one for
     retrievals, no recompilation per block or per step, and the same result as without the compiler."""
@@ -102,20 +115,42 @@ def test_a_compiled_unet_compiles_once_per_kind_of_pass(tiny_unet):
     engine.end_run()
     dynamo.reset()
     dynamo.utils.counters.clear()
-    pipe.model.model.diffusion_model = torch.compile(tiny_unet, backend="eager", dynamic=True)
     try:
-        for _ in range(2):  # the second run reuses the graphs
-            engine.begin_run(params, STEPS, schedule)
-            compiled = pipe.sample("euler", STEPS)
-            stats = engine.end_run()
+        compiled, stats = compiled_runs(tiny_unet, pipe, engine, params, schedule)
     finally:
-        pipe.model.model.diffusion_model = tiny_unet
         engine.uninstall()
     assert dynamo.utils.counters["stats"]["unique_graphs"] == 2
     assert not dynamo.utils.counters["graph_break"]
     assert stats.cached_passes == 8
     assert torch.allclose(compiled, eager, atol=1e-5)
     dynamo.reset()
+
+
+def test_a_unet_whose_forward_breaks_the_graph_compiles_each_wrapper_once_per_kind_of_pass():
+    """Forge's U-Net forward has graph breaks inside its block loop, so dynamo compiles each block call as a frame
+    of its own. Every block's wrapper then has its own compiled frames, a few each (off, full, retrieval), far
+    under dynamo's recompile limit (8) that a shared wrapper code reached before 1.0.0."""
+    dynamo = pytest.importorskip("torch._dynamo")
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list as cache_entries
+
+    unet = build_unet("tiny")
+    unet.input_blocks[3].register_forward_pre_hook(lambda module, args: dynamo.graph_break())
+    pipe = Pipeline(unet)
+    params = DeepCacheParams(enabled=True, interval=3)
+    schedule = pipe.timestep_schedule(pipe.sigmas("euler", STEPS))
+    engine = DeepCacheEngine()
+    engine.install(unet)
+    dynamo.reset()
+    try:
+        _, stats = compiled_runs(unet, pipe, engine, params, schedule)
+        blocks = list(unet.input_blocks) + [unet.middle_block] + list(unet.output_blocks)
+        entries = {block.forward.__code__.co_name: len(cache_entries(block.forward.__code__)) for block in blocks}
+    finally:
+        engine.uninstall()
+        dynamo.reset()
+    assert stats.cached_passes == 8
+    assert len(entries) == len(blocks)  # one code object per block
+    assert 0 < max(entries.values()) <= 3, entries
 
 
 def tile_calls(unet, engine, tiles, ctx, schedule):
