@@ -274,10 +274,14 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     def shallow(k: int) -> None:
         shallow_pass(unet, x, t, context, k, deep[n - 2 - k] if k < n - 1 else deep_mid, kwargs.get("y"))
 
-    def timed(fn: Callable[[], Any]) -> float:
-        """The fastest of ``--repeats`` calls, each timed to the end of its device work."""
-        dev.synchronize()
-        return min(timed_calls(lambda: (fn(), dev.synchronize()), a.repeats))
+    def timed(fn: Callable[[], Any], before: Callable[[], Any] = lambda: None) -> float:
+        """The fastest of ``--repeats`` calls, each timed to the end of its device work (``before`` untimed)."""
+        times = []
+        for _ in range(a.repeats):
+            before()
+            dev.synchronize()
+            times += timed_calls(lambda: (fn(), dev.synchronize()), 1)
+        return min(times)
 
     with torch.no_grad(), dev.autocast():
         log(f"warm-up and step costs on {dev.name()} ({a.dtype})")
@@ -383,17 +387,15 @@ def pass_overheads(unet: Callable, engine: DeepCacheEngine, branch: int, inputs:
     two_steps = DeepCacheParams(enabled=True, interval=2, branch=branch)  # step 0 full, step 1 retrieval
     high, low = (torch.full((x.shape[0],), value, device=x.device) for value in (900.0, 800.0))
 
-    def through_engine(retrieval: bool) -> Callable[[], None]:
-        def one() -> None:
-            engine.begin_run(two_steps, 2, [900.0, 800.0])
+    def run_to(step: int) -> None:
+        """A fresh run, with the passes before ``step`` done (the full pass fills the cache)."""
+        engine.begin_run(two_steps, 2, [900.0, 800.0])
+        if step == 1:
             unet(x, high, **kwargs)
-            if retrieval:
-                unet(x, low, **kwargs)
-            engine.end_run()
-        return one
 
-    full_with_engine = timed(through_engine(False))
-    retrieval_with_engine = timed(through_engine(True)) - full_with_engine
+    full_with_engine = timed(lambda: unet(x, high, **kwargs), before=lambda: run_to(0))
+    retrieval_with_engine = timed(lambda: unet(x, low, **kwargs), before=lambda: run_to(1))
+    engine.end_run()
     bare_retrieval, bare = timed(bare_shallow), timed(bare_full)
     return {"engine_retrieval_s": retrieval_with_engine, "bare_retrieval_s": bare_retrieval,
             "wrapper_overhead_retrieval_us": 1e6 * (retrieval_with_engine - bare_retrieval),
