@@ -22,7 +22,9 @@ def settings(webui):
     @contextlib.contextmanager
     def apply(changes: dict):
         before = webui.request("/sdapi/v1/options").body
-        assert webui.request("/sdapi/v1/options", {k: on for k, (on, _) in changes.items()}).status == 200
+        result = webui.request("/sdapi/v1/options", {k: on for k, (on, _) in changes.items()})
+        if result.status != 200:  # Forge Neo answers an option it lacks with HTTP 500 (KeyError)
+            pytest.skip(f"the host has no {', '.join(changes)} option: {result.body.get('message')}")
         try:
             yield
         finally:
