@@ -125,6 +125,7 @@ class Pass:
     started: float
     in_unet: bool = False  # False while a module that runs before the U-Net's blocks (a ControlNet) holds it
     by_blocks: bool = False  # opened by input_blocks[0], not by the U-Net's call: its last block ends it
+    blocks_started: bool = False  # its input_blocks[0] has run: another one opens the next pass
 
 
 @dataclass
@@ -320,7 +321,11 @@ class DeepCacheEngine:
 
     @torch.compiler.disable
     def _blocks_enter(self, x: torch.Tensor) -> Pass | None:
-        """``input_blocks[0]`` reached outside a U-Net call (a loop calling the blocks itself): open the pass."""
+        """``input_blocks[0]`` reached outside a U-Net call (a loop calling the blocks itself), or a second time
+        inside one (reference-only runs the blocks on its reference before the real pass): the pass so far ends,
+        and the next one opens, with a slot of its own."""
+        if self._pass is not None and self._pass.blocks_started:
+            self._end_pass()
         self._enter(x)
         if self._pass is not None:
             self._pass.by_blocks = True
@@ -396,8 +401,11 @@ class DeepCacheEngine:
             run, p = engine._run, engine._pass
             if run is None or engine._install_token is not token:
                 return original(*args, **kwargs)
-            if starts and (p is None or not p.in_unet):
-                p = engine._blocks_enter(args[0])
+            if starts:
+                if p is None or not p.in_unet or p.blocks_started:
+                    p = engine._blocks_enter(args[0])
+                if p is not None:
+                    p.blocks_started = True
             if p is None:
                 return original(*args, **kwargs)
             if p.retrieve:

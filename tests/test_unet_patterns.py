@@ -244,3 +244,31 @@ def test_a_patch_that_changes_a_blocks_output_in_place_acts_on_every_pass_and_ne
     assert stats.cached_passes == 2
     assert torch.equal(slot.cached, cached)  # two retrievals later, the cache is what the full pass produced
     assert all(not torch.equal(outputs[i], plain[i][0]) for i in range(3))  # the patch acts on every pass
+
+
+def test_two_block_sequences_in_one_unet_call_are_two_passes(tiny_unet):
+    """sd-webui-controlnet's reference-only runs the U-Net's blocks on its reference image, then the real pass,
+    inside one U-Net call: each sequence is a pass with its own slot, both cached on retrieval steps, and the real
+    pass's outputs are those of the real pass alone (the reference's features never reach it)."""
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    g = torch.Generator().manual_seed(0)
+    x, reference, ctx = (torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g),
+                         torch.randn(2, 4, 32, generator=g))
+    schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
+
+    def with_reference(x, timesteps, context=None, **kwargs):
+        UNetModel.forward(tiny_unet, reference, timesteps, context=context)
+        return UNetModel.forward(tiny_unet, x, timesteps, context=context)
+
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    alone, _ = tile_calls(tiny_unet, engine, [x], ctx, schedule)
+    tiny_unet.forward = with_reference
+    try:
+        both, stats = tile_calls(tiny_unet, engine, [x], ctx, schedule)
+    finally:
+        del tiny_unet.forward
+        engine.uninstall()
+    assert (stats.full_passes, stats.cached_passes) == (2 * 2, 2 * 4)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(alone, both))
