@@ -41,7 +41,6 @@ from .testbed import (
     build_unet,
     controlled_forward,
     time_embedding,
-    timed_calls,
     unet_kwargs,
 )
 
@@ -280,7 +279,10 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
         for _ in range(a.repeats):
             before()
             dev.synchronize()
-            times += timed_calls(lambda: (fn(), dev.synchronize()), 1)
+            start = time.perf_counter()
+            fn()
+            dev.synchronize()
+            times.append(time.perf_counter() - start)
         return min(times)
 
     with torch.no_grad(), dev.autocast():

@@ -29,13 +29,10 @@ def peer_hook(unet: nn.Module) -> str | None:
     during its generations, LoganBooker/sd-deepcache from its first use on), or None. This extension never
     replaces the U-Net's forward, so any such forward is someone else's."""
     forward = unet.__dict__.get("forward")
-    function = getattr(forward, "__func__", forward)
-    code = getattr(function, "__code__", None)
-    origin = " ".join(str(part) for part in (getattr(function, "__module__", ""), getattr(function, "__qualname__", ""),
-                                              code.co_filename if code else ""))
-    if forward is None or "deepcache" not in origin.lower():
+    if forward is None:
         return None
-    return _extension_name(Path(code.co_filename)) if code else str(getattr(function, "__module__", "?"))
+    name, text = origin(forward)
+    return name if "deepcache" in text.lower() else None
 
 
 CACHE_NAME = re.compile(r"cache|spectrum|forecast", re.IGNORECASE)  # TeaCache, EasyCache, MagCache, FBCache, ...

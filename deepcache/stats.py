@@ -51,19 +51,20 @@ class RunStats:
         say so of): the step count alone would hide that their cached passes changed the image."""
         return len(self.steps_with_cached_pass & self.steps_with_full_pass)
 
+    def _steps_text(self) -> str:
+        return f"{self.cached_steps}/{self.planned_steps} steps cached"
+
+    def _passes_text(self) -> str:
+        return f"{self.cached_passes}/{self.full_passes + self.cached_passes} U-Net passes from cache"
+
     def cached_text(self) -> str:
         """The infotext's form: ``13/20 steps cached``, with the passes when some steps were cached in part."""
-        text = f"{self.cached_steps}/{self.planned_steps} steps cached"
-        if self.partly_cached_steps:
-            text += f" ({self.cached_passes}/{self.full_passes + self.cached_passes} U-Net passes from cache)"
-        return text
+        return self._steps_text() + (f" ({self._passes_text()})" if self.partly_cached_steps else "")
 
     def summary(self) -> str:
         """E.g. ``13/20 steps cached, 13/20 U-Net passes from cache, ~2.4x (U-Net pass: full 3.91 s, cached
         0.214 s)``: the pass times say where a step's time goes inside the webui."""
-        passes = self.full_passes + self.cached_passes
         full = self.full_seconds / self.full_passes if self.full_passes else 0.0
         cached = self.cached_seconds / self.cached_passes if self.cached_passes else 0.0
-        return (f"{self.cached_steps}/{self.planned_steps} steps cached, {self.cached_passes}/{passes} U-Net passes "
-                f"from cache, "
-                f"~{self.estimated_speedup:.1f}x (U-Net pass: full {full:.3g} s, cached {cached:.3g} s)")
+        return (f"{self._steps_text()}, {self._passes_text()}, ~{self.estimated_speedup:.1f}x "
+                f"(U-Net pass: full {full:.3g} s, cached {cached:.3g} s)")

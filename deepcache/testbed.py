@@ -383,16 +383,3 @@ class Pipeline:
                 x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
                 x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
         return x
-
-
-def timed_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
-    """Wall times of ``repeats`` calls of ``fn``."""
-    import time
-
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-

@@ -3,7 +3,7 @@ import types
 
 import pytest
 import torch
-from webui_doubles import Processing, UnetPatcher, forge_apply, install_modules, remove_modules
+from webui_doubles import Processing, UnetPatcher, defined_in, forge_apply, install_modules, remove_modules
 
 from deepcache.forge import ForgeAdapter
 from deepcache.session import Session
@@ -77,13 +77,6 @@ def test_a_transformer_model_is_declined(pipe, forge_model, monkeypatch):
     assert not session.engine.installed
 
 
-def wrapper_from(extension_file, source):
-    """A U-Net function wrapper defined in an extension's file, as Forge's built-ins define theirs."""
-    namespace = {"__name__": "spectrum"}
-    exec(compile(source, extension_file, "exec"), namespace)
-    return namespace
-
-
 SPECTRUM = "/webui/extensions-builtin/sd_forge_spectrum/scripts/spectrum.py"
 FORECAST = '''
 def patch(previous=None, actual=(0, 1, 3)):
@@ -125,7 +118,7 @@ def sample_with(session, sd_model, after_ours=None, args=(True, 3, 0), late=None
 def spectrum_after_ours(patcher):
     """Spectrum's ``process_before_every_sampling``: clone, set its wrapper, which calls the bare U-Net."""
     clone = patcher.clone()
-    clone.set_model_unet_function_wrapper(wrapper_from(SPECTRUM, FORECAST)["patch"]())
+    clone.set_model_unet_function_wrapper(defined_in(SPECTRUM, FORECAST, "patch")())
     return clone
 
 
@@ -150,7 +143,7 @@ def test_another_cache_in_the_wrapper_chain_makes_ours_stand_down_before_samplin
     """A cache that chains the wrappers (set before ours, so ours calls it; or after ours, calling ours on the
     steps it computes) still decides which U-Net calls run: two caches would act on one run."""
     monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)
-    patch = wrapper_from(SPECTRUM, FORECAST)["patch"]
+    patch = defined_in(SPECTRUM, FORECAST, "patch")
     after_ours = None
     if where == "before ours":
         sd_model = forge_model(patch())

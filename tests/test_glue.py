@@ -6,7 +6,15 @@ import types
 
 import pytest
 import torch
-from webui_doubles import CFGDenoiserParams, Denoiser, KDiffusionSampler, Processing, install_modules, remove_modules
+from webui_doubles import (
+    CFGDenoiserParams,
+    Denoiser,
+    KDiffusionSampler,
+    Processing,
+    defined_in,
+    install_modules,
+    remove_modules,
+)
 
 import deepcache
 from deepcache import DeepCacheParams, UnsupportedModel
@@ -200,9 +208,8 @@ def peer_forward(unet, extension_folder):
     """A forward as the peer DeepCache extensions set on the U-Net (an instance attribute defined in their
     extension's file); it passes through here, so the image is the plain one."""
     source = "def hijacked_unet_forward(*args, **kwargs):\n    return original(*args, **kwargs)\n"
-    namespace = {"original": unet.forward, "__name__": "deepcache"}
-    exec(compile(source, f"/webui/extensions/{extension_folder}/deepcache.py", "exec"), namespace)
-    return namespace["hijacked_unet_forward"]
+    return defined_in(f"/webui/extensions/{extension_folder}/deepcache.py", source, "hijacked_unet_forward",
+                      original=unet.forward)
 
 
 @pytest.mark.parametrize("when", ["before our hook", "after our hook"])

@@ -88,6 +88,14 @@ def test_skipped_blocks_share_one_tensor_per_shape_for_the_whole_run(pipe):
     assert len(tensors) == len({shape for _, shape in tensors}) < len(skipped)  # one per shape
 
 
+def compile_case(unet):
+    """A pipeline around ``unet`` with DeepCache installed, and the run's parameters and schedule."""
+    pipe = Pipeline(unet)
+    engine = DeepCacheEngine()
+    engine.install(unet)
+    return pipe, engine, DeepCacheParams(enabled=True, interval=3), pipe.timestep_schedule(pipe.sigmas("euler", STEPS))
+
+
 def compiled_runs(unet, pipe, engine, params, schedule, runs=2):
     """``runs`` DeepCache samplings through ``torch.compile(unet)`` (dynamo's eager backend); the last latent."""
     pipe.model.model.diffusion_model = torch.compile(unet, backend="eager", dynamic=True)
@@ -105,11 +113,7 @@ def test_a_compiled_unet_compiles_once_per_kind_of_pass(tiny_unet):
     """A compiler traces the U-Net with DeepCache's wrappers inside: one graph for full passes and one for
     retrievals, no recompilation per block or per step, and the same result as without the compiler."""
     dynamo = pytest.importorskip("torch._dynamo")
-    pipe = Pipeline(tiny_unet)
-    params = DeepCacheParams(enabled=True, interval=3)
-    schedule = pipe.timestep_schedule(pipe.sigmas("euler", STEPS))
-    engine = DeepCacheEngine()
-    engine.install(tiny_unet)
+    pipe, engine, params, schedule = compile_case(tiny_unet)
     engine.begin_run(params, STEPS, schedule)
     eager = pipe.sample("euler", STEPS)
     engine.end_run()
@@ -135,11 +139,7 @@ def test_a_unet_whose_forward_breaks_the_graph_compiles_each_wrapper_once_per_ki
 
     unet = build_unet("tiny")
     unet.input_blocks[3].register_forward_pre_hook(lambda module, args: dynamo.graph_break())
-    pipe = Pipeline(unet)
-    params = DeepCacheParams(enabled=True, interval=3)
-    schedule = pipe.timestep_schedule(pipe.sigmas("euler", STEPS))
-    engine = DeepCacheEngine()
-    engine.install(unet)
+    pipe, engine, params, schedule = compile_case(unet)
     dynamo.reset()
     try:
         _, stats = compiled_runs(unet, pipe, engine, params, schedule)

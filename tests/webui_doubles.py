@@ -32,6 +32,14 @@ class State:
         self.time_start = 1.7e9 + self.jobs  # time.time() of a later request
 
 
+def defined_in(path: str, source: str, name: str, **namespace: Any) -> Any:
+    """The function ``name`` of ``source``, compiled as the file ``path`` (an extension's script), so that its code
+    names that file as a real extension's functions do."""
+    namespace = {"__name__": path.rsplit("/", 1)[-1].removesuffix(".py"), **namespace}
+    exec(compile(source, path, "exec"), namespace)
+    return namespace[name]
+
+
 def remove_modules() -> None:
     for name in ("modules", "modules.shared", "modules.sd_unet"):
         sys.modules.pop(name, None)

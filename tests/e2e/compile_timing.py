@@ -13,22 +13,19 @@ import json
 import os
 import re
 import time
-import urllib.request
+
+from webui_client import Webui
 
 COMPILE = "torch compile integrated"
 RATE = re.compile(r"(\d+/\d+) \[[\d:]+<[\d:]+, +([\d.]+)(s/it|it/s)\]")
 
 
-def generate(url: str, log: str, size: int, steps: int, deepcache: list, preset: str | None) -> dict:
-    scripts = {"DeepCache": {"args": deepcache}, **({COMPILE: {"args": [preset]}} if preset else {})}
-    payload = {"prompt": "a red cat", "width": size, "height": size, "steps": steps, "sampler_name": "Euler",
-               "cfg_scale": 7, "seed": 1, "send_images": False, "save_images": False, "alwayson_scripts": scripts}
+def generate(webui: Webui, log: str, size: int, steps: int, deepcache: list, preset: str | None) -> dict:
     with open(log, errors="replace") as f:
         seen = len(f.read())
-    request = urllib.request.Request(url + "/sdapi/v1/txt2img", json.dumps(payload).encode(),
-                                     {"Content-Type": "application/json"})
     start = time.perf_counter()
-    urllib.request.urlopen(request, timeout=3600).read()
+    webui.txt2img(deepcache, width=size, height=size, steps=steps, send_images=False,
+                  alwayson_scripts={COMPILE: {"args": [preset]}} if preset else {})
     elapsed = time.perf_counter() - start
     with open(log, errors="replace") as f:
         new = f.read()[seen:]
@@ -42,7 +39,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20)
     a = ap.parse_args()
-    url, log = os.environ.get("WEBUI_URL", "http://127.0.0.1:7870"), os.environ["WEBUI_LOG"]
+    webui, log = Webui(os.environ.get("WEBUI_URL", "http://127.0.0.1:7870")), os.environ["WEBUI_LOG"]
     plan = [("warm-up, off", [False], None)] + [("uncompiled, off", [False], None),
                                                 ("uncompiled, DeepCache", [True, 3, 0], None)] * 2
     plan += [("compiling, off (first request)", [False], "guard_filter_fn"),
@@ -50,7 +47,7 @@ def main() -> None:
     plan += [("compiled, off", [False], "Automatic"), ("compiled, DeepCache", [True, 3, 0], "Automatic")] * 2
     plan += [("compile switched off", [False], "Disable")]
     for label, deepcache, preset in plan:
-        print(label, json.dumps(generate(url, log, a.size, a.steps, deepcache, preset)), flush=True)
+        print(label, json.dumps(generate(webui, log, a.size, a.steps, deepcache, preset)), flush=True)
 
 
 if __name__ == "__main__":

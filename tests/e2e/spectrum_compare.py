@@ -10,38 +10,29 @@ how far each cache moves the result, not how good either image looks."""
 from __future__ import annotations
 
 import argparse
-import base64
-import io
-import json
 import os
 import statistics
 import time
-import urllib.request
 
 import numpy as np
+from PIL import Image
+from webui_client import Webui
 
 SPECTRUM = "spectrum integrated"
 SPECTRUM_DEFAULTS = [True, 0.25, 6, 0.5, 2, 0.0, 6, 0.9]
 SPECTRUM_FAST = [True, 0.25, 6, 0.5, 5, 0.0, 3, 0.9]  # cache window 5, warm-up 3 steps
-VARIANTS = {"off": {"DeepCache": {"args": [False]}},
-            "DeepCache [true, 3, 0]": {"DeepCache": {"args": [True, 3, 0]}},
-            "Spectrum, defaults": {SPECTRUM: {"args": SPECTRUM_DEFAULTS}},
-            "Spectrum, window 5, warm-up 3": {SPECTRUM: {"args": SPECTRUM_FAST}}}
+VARIANTS = {"off": ([False], {}),  # DeepCache args, other scripts
+            "DeepCache [true, 3, 0]": ([True, 3, 0], {}),
+            "Spectrum, defaults": ([False], {SPECTRUM: {"args": SPECTRUM_DEFAULTS}}),
+            "Spectrum, window 5, warm-up 3": ([False], {SPECTRUM: {"args": SPECTRUM_FAST}})}
 
 
-def generate(url: str, size: int, steps: int, scripts: dict) -> tuple[float, np.ndarray]:
-    from PIL import Image
-
-    payload = {"prompt": "a red cat on a blue sofa", "width": size, "height": size, "steps": steps,
-               "sampler_name": "Euler", "cfg_scale": 7, "seed": 7, "send_images": True, "save_images": False,
-               "alwayson_scripts": scripts}
-    request = urllib.request.Request(url + "/sdapi/v1/txt2img", json.dumps(payload).encode(),
-                                     {"Content-Type": "application/json"})
+def generate(webui: Webui, size: int, steps: int, variant: tuple) -> tuple[float, np.ndarray]:
+    deepcache, scripts = variant
     start = time.perf_counter()
-    body = json.loads(urllib.request.urlopen(request, timeout=3600).read())
+    result = webui.txt2img(deepcache, width=size, height=size, steps=steps, seed=7, alwayson_scripts=dict(scripts))
     elapsed = time.perf_counter() - start
-    image = Image.open(io.BytesIO(base64.b64decode(body["images"][0]))).convert("RGB")
-    return elapsed, np.asarray(image, dtype=np.float64)
+    return elapsed, np.asarray(Image.frombytes("RGB", (size, size), result.pixels()), dtype=np.float64)
 
 
 def main() -> None:
@@ -50,14 +41,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[20, 30])
     ap.add_argument("--rounds", type=int, default=2)
     a = ap.parse_args()
-    url = os.environ.get("WEBUI_URL", "http://127.0.0.1:7870")
-    generate(url, 64, 4, VARIANTS["off"])  # warm-up
+    webui = Webui(os.environ.get("WEBUI_URL", "http://127.0.0.1:7870"))
+    generate(webui, 64, 4, VARIANTS["off"])  # warm-up
     for steps in a.steps:
         times: dict[str, list[float]] = {name: [] for name in VARIANTS}
         images: dict[str, np.ndarray] = {}
         for _ in range(a.rounds):
-            for name, scripts in VARIANTS.items():
-                seconds, images[name] = generate(url, a.size, steps, scripts)
+            for name, variant in VARIANTS.items():
+                seconds, images[name] = generate(webui, a.size, steps, variant)
                 times[name].append(seconds)
         off = statistics.median(times["off"])
         for name in VARIANTS:
