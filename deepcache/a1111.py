@@ -131,6 +131,7 @@ class A1111Adapter:
             session.begin_run(params.total_sampling_steps, self._schedule(sampler, first_t))
         else:
             self._check_model(session)
+        session.engine.note_batch(params.x)
         if self.evaluations:
             session.engine.note_evaluation(evaluation // self.evaluations)
 

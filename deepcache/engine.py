@@ -26,6 +26,7 @@ from torch import nn
 
 from .blockhooks import BlockHooks, hooks_for
 from .params import DeepCacheParams
+from .rows import DenoiserBatch
 from .schedule import plan_full_steps
 from .stats import RunStats
 from .structure import UNetLayout, inspect_unet
@@ -103,7 +104,8 @@ class StepClock:
 
 @dataclass
 class Slot:
-    """What one kind of U-Net call (position in its step, tag, input shape/dtype/device) needs on a retrieval.
+    """What one kind of U-Net call (the denoiser rows it carries and its place among the step's calls with those
+    rows, tag, input shape/dtype/device) needs on a retrieval.
 
     ``shapes`` and ``inputs`` hold a key for every block from the start, and ``skipped`` is filled between passes,
     so a compiled U-Net sees dicts of one layout on every pass and never recompiles for them."""
@@ -142,7 +144,7 @@ class Run:
     slots: dict[Hashable, Slot] = field(default_factory=dict)
     zeros: dict[tuple, torch.Tensor] = field(default_factory=dict)  # one zero tensor per shape, for skipped blocks
     stats: RunStats = field(default_factory=RunStats)
-    calls_in_step: int = 0
+    calls_in_step: dict[tuple[int, ...] | None, int] = field(default_factory=dict)  # per rows carried
 
 
 class DeepCacheEngine:
@@ -164,6 +166,7 @@ class DeepCacheEngine:
         self._pending: tuple[float, Hashable] | None = None
         self._last_seen: tuple[float, Hashable] | None = None
         self._evaluation_step: int | None = None
+        self._batch: DenoiserBatch | None = None
 
     # ---- install / uninstall -------------------------------------------------------------------------
     def install(self, unet: nn.Module, read_calls: bool = True) -> UNetLayout:
@@ -247,7 +250,7 @@ class DeepCacheEngine:
     def end_run(self) -> RunStats | None:
         """Finish the current run, drop its cached tensors and return its stats (None if there was none)."""
         run, self._run, self._pass = self._run, None, None
-        self._pending = self._last_seen = self._evaluation_step = None
+        self._pending = self._last_seen = self._evaluation_step = self._batch = None
         return run.stats if run is not None else None
 
     @property
@@ -271,6 +274,13 @@ class DeepCacheEngine:
         the next step's noise level. Webuis that can tell the step report it for two-evaluation samplers."""
         if self._run is not None:
             self._evaluation_step = step
+
+    def note_batch(self, x: torch.Tensor) -> None:
+        """The denoiser is evaluating the batch ``x`` (every row its U-Net calls may carry). A call that carries a
+        slice of it (AnimateDiff's context windows) then reuses only features of a call with the same rows
+        (``rows``); webuis that can tell the batch report it at every evaluation."""
+        if self._run is not None:
+            self._batch = DenoiserBatch.of(x)
 
     # ---- for modules that run inside a U-Net call, before its blocks (ControlNet) -----------------------------
     @property
@@ -353,8 +363,11 @@ class DeepCacheEngine:
         t, tag = seen
         before = (run.clock.step, run.clock.segment)
         step = run.clock.locate(t, self._evaluation_step)
-        run.calls_in_step = 0 if (step, run.clock.segment) != before else run.calls_in_step + 1
-        key = (run.calls_in_step, tag, tuple(x.shape), x.dtype, x.device)
+        if (step, run.clock.segment) != before:
+            run.calls_in_step.clear()
+        rows = self._batch.rows_of(x) if self._batch is not None else None
+        nth = run.calls_in_step[rows] = run.calls_in_step.get(rows, -1) + 1
+        key = (rows, nth, tag, tuple(x.shape), x.dtype, x.device)
         slot = run.slots.get(key)
         if slot is None:
             slot = run.slots[key] = Slot(dict.fromkeys(self._roles), dict.fromkeys(self._roles))

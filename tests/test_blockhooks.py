@@ -146,7 +146,7 @@ def test_ldm_patched_steps_follow_the_models_own_rounding(pipe, ldm_patched_mode
     x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
     with torch.no_grad():
         for sigma in sigmas[:-1]:
-            session.adapter.on_cfg_denoiser(CFGDenoiserParams(sigma[None], steps, denoiser))
+            session.adapter.on_cfg_denoiser(CFGDenoiserParams(x, sigma[None], steps, denoiser))
             denoiser.step += 1
             forge_apply(sd_model.forge_objects.unet, x, sigma.expand(2), ctx, [1, 0],
                         timestep_model="model_sampling")

@@ -115,7 +115,7 @@ def sample(webui, session, p, steps, before_first_step=None, seed=0):
     denoiser = Denoiser(p.sampler)
 
     def model(x, sigma, **kwargs):
-        session.adapter.on_cfg_denoiser(CFGDenoiserParams(sigma, steps, denoiser))
+        session.adapter.on_cfg_denoiser(CFGDenoiserParams(torch.cat([x, x]), sigma, steps, denoiser))
         denoiser.step += 1
         return webui.pipe.denoiser(x, sigma, cond=kwargs["cond"])
 
@@ -186,7 +186,7 @@ def test_weights_changing_under_the_model_drop_the_cache(webui):
     with torch.no_grad():
         unet(x, torch.full((2,), 900.0), context=ctx)
         webui.shared.sd_model.sd_checkpoint_info = "refiner"
-        adapter.on_cfg_denoiser(CFGDenoiserParams(torch.tensor([1.0]), 6, Denoiser(None, step=1)))
+        adapter.on_cfg_denoiser(CFGDenoiserParams(x, torch.tensor([1.0]), 6, Denoiser(None, step=1)))
         unet(x, torch.full((2,), 800.0), context=ctx)
     assert session.engine.stats.cached_passes == 0
     session.cleanup()

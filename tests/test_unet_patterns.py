@@ -181,6 +181,58 @@ def test_tiles_and_windows_each_reuse_only_their_own_features(tiny_unet):
     assert not torch.equal(together[1][1], alone[0][1][0])  # the tiles' features do differ
 
 
+def window_calls(unet, engine, order_of_step, schedule):
+    """AnimateDiff's context windows: 4 frames, cond and uncond rows in one batch of 8, evaluated two frames at
+    a time; ``order_of_step(s)`` gives the windows of step ``s`` in the order they are called. Every evaluation
+    reports its whole batch first, as A1111's ``on_cfg_denoiser`` does. Returns each window's output per step."""
+    g = torch.Generator().manual_seed(0)
+    frames, drift = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
+    cond, uncond = torch.randn(1, 4, 32, generator=g), torch.randn(1, 4, 32, generator=g)
+    ctx = torch.cat([cond.expand(4, -1, -1), uncond.expand(4, -1, -1)])
+    engine.begin_run(DeepCacheParams(enabled=True, interval=3), len(schedule), schedule)
+    outputs = []
+    with torch.no_grad():
+        for s, t in enumerate(schedule):
+            x_in = torch.cat([frames + 0.05 * s * drift] * 2)  # the frames move a little every step
+            engine.note_batch(x_in)
+            step = {}
+            for window in order_of_step(s):
+                rows = window + [f + 4 for f in window]
+                step[tuple(window)] = unet(x_in[rows] * 0.5, torch.full((len(rows),), t), context=ctx[rows])
+            outputs.append(step)
+    return outputs, engine.end_run()
+
+
+def test_windows_called_in_another_order_each_step_reuse_their_own_frames_features(tiny_unet):
+    """AnimateDiff visits its context windows in another order at every step: a window's call reuses the deep
+    features its own frames had on the full step, whatever its place in the step (keyed by its place, the second
+    window would get the first one's frames)."""
+    windows = [[0, 1], [2, 3]]
+    schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    fixed, fixed_stats = window_calls(tiny_unet, engine, lambda s: windows, schedule)
+    rotating, stats = window_calls(tiny_unet, engine, lambda s: windows[::-1] if s % 2 else windows, schedule)
+    engine.uninstall()
+    assert stats.cached_passes == fixed_stats.cached_passes == 2 * 4
+    for step_fixed, step_rotating in zip(fixed, rotating):
+        for window, out in step_fixed.items():
+            assert torch.equal(out, step_rotating[window])
+
+
+def test_a_window_its_frames_had_no_part_of_on_the_full_step_runs_in_full(tiny_unet):
+    """Windows that shift by a frame (AnimateDiff's stride) carry rows no call of the full step carried in that
+    grouping: such a call runs in full, never on another window's features."""
+    schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    outputs, stats = window_calls(tiny_unet, engine, lambda s: [[s % 4, (s + 1) % 4], [(s + 2) % 4, (s + 3) % 4]],
+                                  schedule)
+    engine.uninstall()
+    assert stats.steps_with_cached_pass == {2, 5}  # the windows of step 0 again, and of step 3 (both full)
+    assert stats.cached_passes == 4 and stats.full_passes == 8
+
+
 def test_modules_inside_a_skipped_block_are_skipped_with_it(tiny_unet):
     """AnimateDiff puts its motion modules inside the U-Net's blocks: a motion module in a skipped block runs
     only on full passes, one in a computed block on every pass."""

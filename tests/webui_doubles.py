@@ -77,6 +77,7 @@ class Denoiser:
 
 @dataclass
 class CFGDenoiserParams:
+    x: Any  # the denoiser's whole batch: every row its U-Net calls carry
     sigma: Any
     total_sampling_steps: int
     denoiser: Any

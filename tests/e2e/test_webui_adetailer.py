@@ -13,7 +13,7 @@ import os
 import re
 
 import pytest
-from webui_client import STEPS
+from webui_client import STEPS, ServerLog
 
 ADETAILER = "ADetailer"
 PHOTO_SIZE = int(os.environ.get("WEBUI_E2E_ADETAILER_SIZE", "256"))
@@ -84,8 +84,7 @@ def test_with_deepcache_in_adetailers_script_list_the_inner_pass_is_cached_and_t
         webui, adetailer, photo):
     """ADetailer's own choice decides whether its passes are cached: "Script names to apply to ADetailer"."""
     # the API lists only options registered before it was built, which ADetailer's may not be
-    log = os.environ.get("WEBUI_LOG")
-    start = os.path.getsize(log) if log else 0
+    log = ServerLog()
     before = webui.request("/sdapi/v1/options").body.get("ad_script_names", SCRIPT_NAMES_DEFAULT)
     if webui.request("/sdapi/v1/options", {"ad_script_names": f"{before},deepcache"}).status != 200:
         pytest.skip("this ADetailer has no 'ad_script_names' option")
@@ -98,7 +97,5 @@ def test_with_deepcache_in_adetailers_script_list_the_inner_pass_is_cached_and_t
         assert re.search(r"DeepCache: \"?\d+/\d+ steps cached", infotext), infotext
         assert "DeepCache error" not in infotext
     if log:  # each image: the outer generation's stats line and its inpainting pass's own
-        with open(log, errors="replace") as f:
-            f.seek(start)
-            lines = re.findall(r"\[DeepCache [\d.]+\] \d+/\d+ steps cached", f.read())
+        lines = log.stats_lines()
         assert len(lines) >= 2 * 2, lines

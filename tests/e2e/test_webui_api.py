@@ -8,12 +8,11 @@ import threading
 import time
 
 import pytest
-from webui_client import BRANCH_LIMIT, OTHER, SIZE, STEPS, parse_infotext
+from webui_client import BRANCH_LIMIT, CACHED, OTHER, SIZE, STEPS, parse_infotext
 
 from deepcache.params import DeepCacheParams
 
 ON = [True, 3, 0]
-CACHED = re.compile(r"DeepCache: \"?(\d+)/(\d+) steps cached")
 
 
 def cached_steps(infotext: str) -> tuple[int, int]:

@@ -4,11 +4,10 @@ effect must stay visible, and DeepCache off must stay off. Skipped on hosts with
 from __future__ import annotations
 
 import contextlib
-import re
 
 import pytest
+from webui_client import CACHED
 
-CACHED = re.compile(r"DeepCache: \"?(\d+)/(\d+) steps cached")
 SIZE = 256  # Hypertile acts only where its tile is smaller than the attention's feature map
 SETTINGS = {"tome": {"token_merging_ratio": (0.5, 0.0)},  # option: (value for the test, the webui's default)
             "hypertile": {"hypertile_enable_unet": (True, False), "hypertile_max_tile_unet": (64, 256)}}

@@ -14,12 +14,10 @@ import os
 import re
 
 import pytest
-from webui_client import SIZE, STEPS
+from webui_client import CACHED, SIZE, STEPS, ServerLog
 
 MODEL = os.environ.get("WEBUI_CONTROLNET_MODEL")
 MODULE = os.environ.get("WEBUI_CONTROLNET_MODULE", "none")  # the "no preprocessor" name (Forge: "None")
-LOG = os.environ.get("WEBUI_LOG")
-CACHED = re.compile(r"DeepCache: \"?(\d+)/(\d+) steps cached")
 ON = [True, 3, 0]
 
 
@@ -58,18 +56,6 @@ def generate(webui, units: list[dict] | None, deepcache: list | None = None, **e
     return webui.txt2img(alwayson_scripts=scripts, **extra)
 
 
-def log_size() -> int:
-    return os.path.getsize(LOG) if LOG else 0
-
-
-def log_since(start: int) -> str:
-    if not LOG:
-        return ""
-    with open(LOG, encoding="utf-8", errors="replace") as log:
-        log.seek(start)
-        return log.read()
-
-
 def test_controlnet_alone_is_untouched_by_deepcache_installed_but_off(webui, controlnet):
     alone = generate(webui, [unit()])
     assert "ControlNet" in alone.infotext and not CACHED.search(alone.infotext)
@@ -80,15 +66,15 @@ def test_controlnet_alone_is_untouched_by_deepcache_installed_but_off(webui, con
 
 
 def test_controlnet_with_deepcache_caches_follows_the_control_and_is_deterministic(webui, controlnet):
-    start = log_size()
+    log = ServerLog()
     cached = generate(webui, [unit()], ON)
     match = CACHED.search(cached.infotext)
     assert match and int(match.group(1)) == STEPS - len(range(0, STEPS, 3))
     assert "ControlNet" in cached.infotext
     assert cached.pixels() != generate(webui, None, ON).pixels()  # the control changes the image
     assert cached.pixels() == generate(webui, [unit()], ON).pixels()
-    if LOG:
-        assert "ControlNet(s) follow the cache" in log_since(start)
+    if log:
+        assert "ControlNet(s) follow the cache" in log.text()
 
 
 def test_two_units(webui, controlnet):

@@ -5,15 +5,13 @@ output, in Haoming02's Forge Classic/Neo repository; copied into the lab's Neo t
 ``WEBUI_LOG`` (the server's log) lets the compile test check that dynamo never gave up on DeepCache's code."""
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 import pytest
+from webui_client import CACHED, ServerLog
 
-CACHED = re.compile(r"DeepCache: \"?\d+/\d+ steps cached")
 SPECTRUM, COMPILE = "spectrum integrated", "torch compile integrated"
-LOG = os.environ.get("WEBUI_LOG")
 
 
 def script_defaults(webui, name: str) -> list:
@@ -41,7 +39,7 @@ def test_a_compiled_unet_is_cached_without_dynamo_giving_up_on_deepcache(webui):
     the cached counts and the uncompiled cached image (to compiler rounding), and dynamo never reaches its
     recompile limit in DeepCache's code (it did in the block wrapper before 1.0.0)."""
     script_defaults(webui, COMPILE)
-    start = os.path.getsize(LOG) if LOG else 0
+    log = ServerLog()
     uncompiled = webui.txt2img([True, 3, 0])
     try:
         webui.txt2img([False], alwayson_scripts={COMPILE: {"args": ["guard_filter_fn"]}})  # compiles
@@ -54,8 +52,6 @@ def test_a_compiled_unet_is_cached_without_dynamo_giving_up_on_deepcache(webui):
         difference = np.abs(np.frombuffer(result.pixels(), np.uint8).astype(int)
                             - np.frombuffer(uncompiled.pixels(), np.uint8))
         assert difference.mean() < 1.0, difference.mean()
-    if LOG:
-        with open(LOG, errors="replace") as log:
-            log.seek(start)
-            text = log.read()
+    if log:
+        text = log.text()
         assert not re.search(r"recompile_limit.*\n.*function: '\w+' \(.*deepcache", text), text[-3000:]

@@ -12,12 +12,11 @@ import re
 from typing import Any
 
 import pytest
-from webui_client import BRANCH_LIMIT
+from webui_client import BRANCH_LIMIT, ServerLog
 
 from deepcache.params import PARAM_SPECS, DeepCacheParams
 
 COUNT = int(os.environ.get("WEBUI_E2E_FUZZ", "200"))
-LOG = os.environ.get("WEBUI_LOG")
 WEBUI_BIG_INT = "Integer exceeds 64-bit range"  # the webui's own HTTP 500 when it echoes such a request back
 NAMES = [spec.name for spec in PARAM_SPECS]
 
@@ -84,14 +83,10 @@ def has_big_int(value: Any) -> bool:
     return False
 
 
-def log_size() -> int:
-    return os.path.getsize(LOG) if LOG else 0
-
-
 @pytest.mark.parametrize("seed", [20261123])
 def test_fuzzed_args_never_break_a_generation(webui, max_branch, seed):
     rng = random.Random(seed)
-    start = log_size()
+    log = ServerLog()
     refused = accepted = echoed_big = 0
     for index in range(COUNT):
         args = random_args(rng)
@@ -116,10 +111,8 @@ def test_fuzzed_args_never_break_a_generation(webui, max_branch, seed):
     print(f"fuzz: {COUNT} payloads, {refused} refused, {accepted} accepted, {echoed_big} big-int echoes (HTTP 500 "
           "from the webui itself)")
     assert refused > COUNT // 4 and accepted > 0
-    if LOG:
-        with open(LOG, encoding="utf-8", errors="replace") as log:
-            log.seek(start)
-            written = log.read()
+    if log:
+        written = log.text()
         ours = [block for block in written.split("Traceback")[1:]
                 if re.search(r'File "[^"]*(/deepcache/|/scripts/deepcache\.py)', block)]
         assert not ours, "traceback from the extension in the server log:\n" + ours[0][:3000]

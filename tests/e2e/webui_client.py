@@ -114,3 +114,39 @@ def png_with_text(text: str) -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=meta)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+CACHED = re.compile(r"DeepCache: \"?(\d+)/(\d+) steps cached")  # the infotext's cached-step count
+STATS_LINE = re.compile(  # the console's stats line of a run
+    r"\[DeepCache[^\]]*\](?: [a-z ]+)? (\d+)/(\d+) steps cached, (\d+)/(\d+) U-Net passes from cache")
+
+
+class ServerLog:
+    """The webui's console output (``WEBUI_LOG``, the file its output goes to) from a point on; empty without it."""
+
+    def __init__(self) -> None:
+        self.path = os.environ.get("WEBUI_LOG")
+        self.start = os.path.getsize(self.path) if self.path else 0
+
+    def __bool__(self) -> bool:
+        return bool(self.path)
+
+    def text(self) -> str:
+        if not self.path:
+            return ""
+        with open(self.path, encoding="utf-8", errors="replace") as log:
+            log.seek(self.start)
+            return log.read()
+
+    def stats_lines(self) -> list[tuple[int, ...]]:
+        """Each DeepCache stats line since the start: (cached steps, steps, cached passes, passes)."""
+        return [tuple(map(int, m.groups())) for m in STATS_LINE.finditer(self.text())]
+
+
+def require_script(webui: Webui, name: str, img2img: bool = False) -> None:
+    """Skip the test unless the webui has the script ``name`` (its title in lower case) in that tab."""
+    import pytest
+
+    scripts = webui.request("/sdapi/v1/scripts").body["img2img" if img2img else "txt2img"]
+    if name not in [script.lower() for script in scripts]:
+        pytest.skip(f"the webui has no '{name}' script (the extension is not installed)")

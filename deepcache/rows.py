@@ -1,0 +1,59 @@
+"""Which rows of the denoiser's batch a U-Net call carries.
+
+Some extensions evaluate the denoiser's batch in slices that change from step to step: AnimateDiff's context
+windows visit other frames, in another order, at every step (its "uniform" schedule). Such a call's deep features
+belong to its frames, not to its place in the step, so a slot is keyed by the rows a call carries: a later call
+reuses them only when it carries the same rows. A row is recognised by its direction: the U-Net receives the
+denoiser's rows scaled by one factor (k-diffusion's ``c_in``), so a sliced call's rows have cosine 1 with the rows
+they came from. Rows of equal content (a frame's cond and uncond copies) share one identity; the order of calls
+then tells them apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+SAMPLES = 256  # elements compared per row: enough that two different rows of noise never look alike
+SAME = 1e-5  # 1 - cosine below this is the same row (float32 and half-precision rounding stay far below)
+
+
+def _directions(x: torch.Tensor, channels: int) -> torch.Tensor:
+    flat = x[:, :channels].reshape(x.shape[0], -1).float()
+    step = max(1, flat.shape[1] // SAMPLES)
+    sampled = flat[:, ::step][:, :SAMPLES]
+    return sampled / sampled.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+@dataclass
+class DenoiserBatch:
+    """The batch of one denoiser evaluation (every row the U-Net calls of that evaluation may carry)."""
+
+    shape: torch.Size
+    directions: torch.Tensor
+    _identities: list[int] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> DenoiserBatch:
+        return cls(x.shape, _directions(x, x.shape[1]))
+
+    def rows_of(self, x: torch.Tensor) -> tuple[int, ...] | None:
+        """The identity of each row of a U-Net input ``x`` that is a slice of this batch; None for the whole
+        batch, for inputs that are not its rows (tiles, crops, another batch), or when it cannot tell. The
+        comparison reads a few values back from the device, so only sliced calls pay for it."""
+        if (x.dim() != len(self.shape) or x.shape[2:] != self.shape[2:] or x.shape[1] < self.shape[1]
+                or x.shape[0] >= self.shape[0]):
+            return None
+        likeness = _directions(x, self.shape[1]) @ self.directions.T
+        best, index = likeness.max(dim=1)
+        if bool((best < 1 - SAME).any()):
+            return None
+        identities = self._identities_of_rows()
+        return tuple(identities[i] for i in index.tolist())
+
+    def _identities_of_rows(self) -> list[int]:
+        """Each row's identity: the first row of equal content."""
+        if self._identities is None:
+            same = (self.directions @ self.directions.T) >= 1 - SAME
+            self._identities = [int(row.nonzero()[0]) for row in same]
+        return self._identities

@@ -1,0 +1,60 @@
+"""This extension beside Tiled Diffusion (pkuliyi2015/multidiffusion-upscaler-for-automatic1111): MultiDiffusion
+and Mixture of Diffusers call the U-Net once per tile (or per batch of tiles) at every step. Skipped when it is not
+installed."""
+from __future__ import annotations
+
+import pytest
+from webui_client import CACHED, ServerLog, require_script
+
+SIZE, STEPS = 256, 8  # a 32x32 latent: tiles of 24 overlapping by 8 make a 2x2 grid
+
+
+@pytest.fixture(scope="module")
+def tiled(webui) -> None:
+    require_script(webui, "tiled diffusion")
+
+
+def tiled_args(method: str = "MultiDiffusion", tile: int = 24, tile_batch: int = 1) -> list:
+    """The script's leading arguments (the webui keeps the defaults of the rest): enabled, method, overwrite
+    size, keep input size, width, height, tile width, tile height (latent pixels), overlap, tile batch size."""
+    return [True, method, False, True, 1024, 1024, tile, tile, 8, tile_batch]
+
+
+def generate(webui, deepcache: list | None, args: list | None):
+    scripts = {"Tiled Diffusion": {"args": args}} if args else {}
+    return webui.txt2img(deepcache, width=SIZE, height=SIZE, steps=STEPS, alwayson_scripts=scripts)
+
+
+@pytest.mark.parametrize("method", ["MultiDiffusion", "Mixture of Diffusers"])
+def test_tiles_are_cached_as_planned_and_off_is_tiled_diffusion_alone(webui, tiled, method):
+    plain = generate(webui, [True, 3, 0], None)
+    log = ServerLog()
+    tiles = generate(webui, [True, 3, 0], tiled_args(method))
+    assert "Tiled Diffusion" in tiles.infotext and "DeepCache error" not in tiles.infotext
+    assert CACHED.search(tiles.infotext).groups() == CACHED.search(plain.infotext).groups()
+    if log:
+        assert log.stats_lines()[-1][3] == 4 * STEPS  # four tiles, a U-Net call each per step
+    alone = generate(webui, None, tiled_args(method))
+    assert generate(webui, [False], tiled_args(method)).pixels() == alone.pixels()
+    assert tiles.pixels() != alone.pixels()
+
+
+def test_each_tile_reuses_only_its_own_features(webui, tiled):
+    """Four tiles in four calls per step give the image of the four tiles in one call (one slot): were the
+    calls to share a slot, tiles 1-3 would be drawn with tile 0's deep features."""
+    one_call = generate(webui, [True, 3, 0], tiled_args(tile_batch=4))
+    four_calls = generate(webui, [True, 3, 0], tiled_args(tile_batch=1))
+    if generate(webui, [False], tiled_args(tile_batch=4)).pixels() != generate(
+            webui, [False], tiled_args(tile_batch=1)).pixels():
+        pytest.skip("batched and single tiles differ in rounding on this machine even without DeepCache")
+    assert four_calls.pixels() == one_call.pixels()
+
+
+def test_one_tile_covering_the_image_is_plain_deepcache(webui, tiled):
+    """A grid of one tile makes Tiled Diffusion step aside; its region control with one region covering the
+    image keeps its hook on, with one U-Net call per step over the whole latent: plain DeepCache's image."""
+    region = [True, 0.0, 0.0, 1.0, 1.0, "", "", "Background", 0.2, 1234]
+    args = tiled_args(tile=32) + ["None", 2.0, False, 10, 1, 1, 64, False, True, False, False] + region
+    covered = generate(webui, [True, 3, 0], args)
+    assert "Tiled Diffusion" in covered.infotext
+    assert covered.pixels() == generate(webui, [True, 3, 0], None).pixels()
