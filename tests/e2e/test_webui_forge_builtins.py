@@ -2,12 +2,16 @@
 output, in Haoming02's Forge Classic/Neo repository; copied into the lab's Neo tree) and Torch Compile Integrated
 (compiles the U-Net with torch.compile). Each test is skipped on a host without the script.
 
-``WEBUI_LOG`` (the server's log) lets the compile test check that dynamo never gave up on DeepCache's code."""
+The built-ins that patch the U-Net or call it more than once per step (Forge main's FreeU, Self-Attention and
+Perturbed-Attention Guidance, Kohya HRFix, StyleAlign, Dynamic Thresholding, Latent Modifier, MultiDiffusion and
+Mixture of Diffusers, Never OOM; where the forks kept them) each get the same checks at 128x128, 8 steps: DeepCache
+off is the built-in alone, DeepCache on caches as planned with every call of a cached step from cache, and the
+built-in still acts. ``WEBUI_LOG`` (the server's log) lets the compile test check that dynamo never gave up on
+DeepCache's code."""
 from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 from webui_client import CACHED, ServerLog
 
@@ -49,9 +53,50 @@ def test_a_compiled_unet_is_cached_without_dynamo_giving_up_on_deepcache(webui):
         webui.txt2img([False], alwayson_scripts={COMPILE: {"args": ["Disable"]}})
     for result in compiled:
         assert CACHED.search(result.infotext).group() == CACHED.search(uncompiled.infotext).group()
-        difference = np.abs(np.frombuffer(result.pixels(), np.uint8).astype(int)
-                            - np.frombuffer(uncompiled.pixels(), np.uint8))
-        assert difference.mean() < 1.0, difference.mean()
+        assert result.difference(uncompiled) < 1.0, result.difference(uncompiled)
     if log:
         text = log.text()
         assert not re.search(r"recompile_limit.*\n.*function: '\w+' \(.*deepcache", text), text[-3000:]
+
+
+# built-in: (script name, its arguments where they differ from the script's defaults, request fields)
+PATCHES: dict[str, tuple[str, dict[int, object], dict]] = {
+    "FreeU": ("freeu integrated (sd 1.x, sd 2.x, sdxl)", {0: True}, {}),
+    "SAG": ("selfattentionguidance integrated (sd 1.x, sd 2.x, sdxl)", {0: True}, {}),
+    "PAG": ("perturbedattentionguidance integrated", {0: True}, {}),
+    "Kohya HRFix": ("kohya hrfix integrated", {0: True}, {}),  # block 3 shrunk 2x for the first 35 % of the steps
+    "StyleAlign": ("stylealign integrated", {0: True}, {"batch_size": 2}),
+    "Dynamic Thresholding": ("dynamicthresholding (cfg-fix) integrated", {0: True}, {}),
+    "Latent Modifier": ("latentmodifier integrated", {0: True}, {}),
+    "MultiDiffusion": ("multidiffusion integrated", {0: True, 1: "MultiDiffusion", 2: 64, 3: 64, 4: 32}, {}),
+    "Mixture of Diffusers": ("multidiffusion integrated", {0: True, 1: "Mixture of Diffusers", 2: 64, 3: 64, 4: 32},
+                             {}),
+    "Never OOM": ("never oom integrated", {0: True, 1: True}, {}),
+}
+
+
+def all_pixels(result) -> list[bytes]:
+    return [result.pixels(i) for i in range(len(result.body["images"]))]
+
+
+@pytest.mark.parametrize("builtin", sorted(PATCHES))
+def test_a_builtin_that_patches_the_unet_beside_deepcache(webui, builtin):
+    name, changes, request = PATCHES[builtin]
+    args = script_defaults(webui, name)
+    for index, value in changes.items():
+        args[index] = value
+    sizes = {"width": 128, "height": 128, "steps": 8, **request}
+
+    def generate(deepcache, scripts):
+        return webui.txt2img(deepcache, **sizes, alwayson_scripts=dict(scripts))
+
+    patched = {name: {"args": args}}
+    alone, off = generate(None, patched), generate([False], patched)
+    assert all_pixels(off) == all_pixels(alone)  # DeepCache off is off
+    plain_cached = generate([True, 3, 0], {})
+    both = generate([True, 3, 0], patched)
+    assert "DeepCache error" not in both.infotext
+    assert CACHED.search(both.infotext).groups() == CACHED.search(plain_cached.infotext).groups(), both.infotext
+    assert "U-Net passes from cache" not in both.infotext  # every call of a cached step came from cache
+    if all_pixels(alone) != all_pixels(generate(None, {})):  # the built-in acts on this model ...
+        assert all_pixels(both) != all_pixels(plain_cached)  # ... and still does with DeepCache on

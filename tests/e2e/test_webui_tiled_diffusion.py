@@ -40,14 +40,14 @@ def test_tiles_are_cached_as_planned_and_off_is_tiled_diffusion_alone(webui, til
 
 
 def test_each_tile_reuses_only_its_own_features(webui, tiled):
-    """Four tiles in four calls per step give the image of the four tiles in one call (one slot): were the
-    calls to share a slot, tiles 1-3 would be drawn with tile 0's deep features."""
+    """Four tiles in four calls per step give the image of the four tiles in one call (one slot), up to the
+    rounding by which batched and single tiles differ without DeepCache too: were the calls to share a slot,
+    tiles 1-3 would be drawn with tile 0's deep features."""
     one_call = generate(webui, [True, 3, 0], tiled_args(tile_batch=4))
     four_calls = generate(webui, [True, 3, 0], tiled_args(tile_batch=1))
-    if generate(webui, [False], tiled_args(tile_batch=4)).pixels() != generate(
-            webui, [False], tiled_args(tile_batch=1)).pixels():
-        pytest.skip("batched and single tiles differ in rounding on this machine even without DeepCache")
-    assert four_calls.pixels() == one_call.pixels()
+    rounding = generate(webui, [False], tiled_args(tile_batch=4)).difference(
+        generate(webui, [False], tiled_args(tile_batch=1)))
+    assert four_calls.difference(one_call) <= 2 * rounding + 0.5, (four_calls.difference(one_call), rounding)
 
 
 def test_one_tile_covering_the_image_is_plain_deepcache(webui, tiled):

@@ -46,6 +46,13 @@ class Result:
 
         return Image.open(io.BytesIO(base64.b64decode(self.body["images"][index]))).convert("RGB").tobytes()
 
+    def difference(self, other: Result, index: int = 0) -> float:
+        """The mean absolute difference of the two images, in 0-255 levels."""
+        import numpy as np
+
+        a, b = (np.frombuffer(r.pixels(index), np.uint8).astype(int) for r in (self, other))
+        return float(np.abs(a - b).mean())
+
 
 class Webui:
     def __init__(self, url: str) -> None:
