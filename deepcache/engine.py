@@ -280,7 +280,7 @@ class DeepCacheEngine:
         slice of it (AnimateDiff's context windows) then reuses only features of a call with the same rows
         (``rows``); webuis that can tell the batch report it at every evaluation."""
         if self._run is not None:
-            self._batch = DenoiserBatch.of(x)
+            self._batch = DenoiserBatch(x)
 
     # ---- for modules that run inside a U-Net call, before its blocks (ControlNet) -----------------------------
     @property

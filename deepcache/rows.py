@@ -10,7 +10,7 @@ then tells them apart.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -25,17 +25,17 @@ def _directions(x: torch.Tensor, channels: int) -> torch.Tensor:
     return sampled / sampled.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-@dataclass
 class DenoiserBatch:
-    """The batch of one denoiser evaluation (every row the U-Net calls of that evaluation may carry)."""
+    """The batch of one denoiser evaluation (every row the U-Net calls of that evaluation may carry). Reported at
+    every evaluation, it is only read when a call carries a slice of it, so nothing is computed before then."""
 
-    shape: torch.Size
-    directions: torch.Tensor
-    _identities: list[int] | None = field(default=None, repr=False)
+    def __init__(self, x: torch.Tensor) -> None:
+        self.shape = x.shape
+        self._x = x
 
-    @classmethod
-    def of(cls, x: torch.Tensor) -> DenoiserBatch:
-        return cls(x.shape, _directions(x, x.shape[1]))
+    @cached_property
+    def directions(self) -> torch.Tensor:
+        return _directions(self._x, self.shape[1])
 
     def rows_of(self, x: torch.Tensor) -> tuple[int, ...] | None:
         """The identity of each row of a U-Net input ``x`` that is a slice of this batch; None for the whole
@@ -48,12 +48,10 @@ class DenoiserBatch:
         best, index = likeness.max(dim=1)
         if bool((best < 1 - SAME).any()):
             return None
-        identities = self._identities_of_rows()
-        return tuple(identities[i] for i in index.tolist())
+        return tuple(self._identities[i] for i in index.tolist())
 
-    def _identities_of_rows(self) -> list[int]:
+    @cached_property
+    def _identities(self) -> list[int]:
         """Each row's identity: the first row of equal content."""
-        if self._identities is None:
-            same = (self.directions @ self.directions.T) >= 1 - SAME
-            self._identities = [int(row.nonzero()[0]) for row in same]
-        return self._identities
+        same = (self.directions @ self.directions.T) >= 1 - SAME
+        return [int(row.nonzero()[0]) for row in same]
