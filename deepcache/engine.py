@@ -26,7 +26,7 @@ from torch import nn
 
 from .blockhooks import BlockHooks, hooks_for
 from .params import DeepCacheParams
-from .rows import DenoiserBatch
+from .rows import DenoiserBatch, RowKey, row_keys
 from .schedule import plan_full_steps
 from .stats import RunStats
 from .structure import UNetLayout, inspect_unet
@@ -102,6 +102,10 @@ class StepClock:
         return self.step + 1
 
 
+def with_rows(shape: torch.Size, rows: int) -> torch.Size:
+    return torch.Size((rows, *shape[1:]))
+
+
 @dataclass
 class Slot:
     """What one kind of U-Net call (the denoiser rows it carries and its place among the step's calls with those
@@ -125,6 +129,7 @@ class Pass:
     slot: Slot
     retrieve: bool
     started: float
+    row_keys: tuple[Hashable, ...] | None = None  # each row's key in ``Run.row_sources`` (sliced calls only)
     in_unet: bool = False  # False while a module that runs before the U-Net's blocks (a ControlNet) holds it
     by_blocks: bool = False  # opened by input_blocks[0], not by the U-Net's call: its last block ends it
     blocks_started: bool = False  # its input_blocks[0] has run: another one opens the next pass
@@ -145,6 +150,7 @@ class Run:
     zeros: dict[tuple, torch.Tensor] = field(default_factory=dict)  # one zero tensor per shape, for skipped blocks
     stats: RunStats = field(default_factory=RunStats)
     calls_in_step: dict[tuple[int, ...] | None, int] = field(default_factory=dict)  # per rows carried
+    row_sources: dict[Hashable, tuple[Slot, int]] = field(default_factory=dict)  # a row's slot and place in it
 
 
 class DeepCacheEngine:
@@ -261,6 +267,7 @@ class DeepCacheEngine:
         """Forget every cached tensor of the current run (the model's weights changed under it)."""
         if self._run is not None:
             self._run.slots.clear()
+            self._run.row_sources.clear()
 
     # ---- per call ----------------------------------------------------------------------------------------
     def note_call(self, timestep: float, tag: Hashable = None) -> None:
@@ -371,11 +378,40 @@ class DeepCacheEngine:
         slot = run.slots.get(key)
         if slot is None:
             slot = run.slots[key] = Slot(dict.fromkeys(self._roles), dict.fromkeys(self._roles))
+        keys = None if rows is None else row_keys(rows, (nth, tag, tuple(x.shape[1:]), x.dtype, x.device))
         planned_full = step >= len(run.plan) or run.plan[step]
-        fresh = (slot.cached is not None and slot.segment == run.clock.segment
-                 and slot.refreshed_step >= run.last_full[min(step, len(run.plan) - 1)])
-        self._pass = Pass(step, slot, retrieve=not planned_full and fresh, started=time.perf_counter())
+        since = run.last_full[min(step, len(run.plan) - 1)]
+        fresh = self._fresh(slot, since) or (not planned_full and keys is not None and self._gather(slot, keys, since))
+        self._pass = Pass(step, slot, retrieve=not planned_full and fresh, started=time.perf_counter(), row_keys=keys)
         run.stats.steps_seen.add(step)
+
+    def _fresh(self, slot: Slot, since: int) -> bool:
+        """The slot holds features of a full pass made at step ``since`` or later, in the current segment."""
+        return (slot.cached is not None and slot.segment == self._run.clock.segment
+                and slot.refreshed_step >= since)
+
+    def _gather(self, slot: Slot, keys: tuple[RowKey, ...], since: int) -> bool:
+        """Fill ``slot`` with each of its rows' features from whichever call carried that row on the full step:
+        AnimateDiff's windows move to other frames at every step, yet every frame was in some window then. False
+        (the call runs in full) when a row was in no call of that step."""
+        sources = [self._run.row_sources.get(key) for key in keys]
+        if any(source is None or not self._fresh(source[0], since) for source in sources):
+            return False
+        donor, n = sources[0][0], len(keys)
+        slot.shapes = {role: (with_rows(shape, n), dtype) for role, (shape, dtype) in donor.shapes.items()}
+        slot.inputs = {role: with_rows(shape, n) for role, shape in donor.inputs.items()}
+        slot.satellite_shapes = {key: (with_rows(shape, n), dtype)
+                                 for key, (shape, dtype) in donor.satellite_shapes.items()}
+        slot.cached = torch.stack([source.cached[index] for source, index in sources])
+        slot.refreshed_step = min(source.refreshed_step for source, _ in sources)
+        slot.segment = donor.segment
+        self._fill_skipped(slot)
+        return True
+
+    def _fill_skipped(self, slot: Slot) -> None:
+        run = self._run
+        slot.skipped = {role: self._zeros(*slot.shapes[role], slot.cached.device)
+                        for role in self._roles if role not in run.computed and role != run.provider}
 
     def _end_pass(self) -> None:
         run, p = self._run, self._pass
@@ -393,8 +429,9 @@ class DeepCacheEngine:
             run.stats.steps_with_full_pass.add(p.step)
             if p.slot.cached is not None and None not in p.slot.shapes.values():
                 p.slot.refreshed_step, p.slot.segment = p.step, run.clock.segment
-                p.slot.skipped = {role: self._zeros(*p.slot.shapes[role], p.slot.cached.device)
-                                  for role in self._roles if role not in run.computed and role != run.provider}
+                self._fill_skipped(p.slot)
+                for index, key in enumerate(p.row_keys or ()):
+                    run.row_sources[key] = (p.slot, index)
 
     def _zeros(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """What a skipped block returns: only other skipped blocks read it, so one tensor per shape serves every

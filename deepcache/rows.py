@@ -5,14 +5,18 @@ windows visit other frames, in another order, at every step (its "uniform" sched
 belong to its frames, not to its place in the step, so a slot is keyed by the rows a call carries: a later call
 reuses them only when it carries the same rows. A row is recognised by its direction: the U-Net receives the
 denoiser's rows scaled by one factor (k-diffusion's ``c_in``), so a sliced call's rows have cosine 1 with the rows
-they came from. Rows of equal content (a frame's cond and uncond copies) share one identity; the order of calls
-then tells them apart.
+they came from. Rows of equal content (a frame's cond and uncond copies) share one identity; their order in the
+call, and the order of calls, then tell them apart. When the rows are grouped differently on a retrieval step than
+on the full step, each row's features are gathered from the call that carried it then (``row_keys``).
 """
 from __future__ import annotations
 
+from collections.abc import Hashable
 from functools import cached_property
 
 import torch
+
+RowKey = tuple[int, int, Hashable]  # a row's identity, its occurrence in the call, what the call's slot key adds
 
 SAMPLES = 256  # elements compared per row: enough that two different rows of noise never look alike
 SAME = 1e-5  # 1 - cosine below this is the same row (float32 and half-precision rounding stay far below)
@@ -55,3 +59,15 @@ class DenoiserBatch:
         """Each row's identity: the first row of equal content."""
         same = (self.directions @ self.directions.T) >= 1 - SAME
         return [int(row.nonzero()[0]) for row in same]
+
+
+def row_keys(rows: tuple[int, ...], call: Hashable) -> tuple[RowKey, ...]:
+    """Each row's key across calls: its identity, which occurrence of that identity in the call it is (a window's
+    cond copy of a frame comes before its uncond copy), and ``call`` (the place among the step's calls with the same
+    rows, tag, per-row shape, dtype, device)."""
+    seen: dict[int, int] = {}
+    keys = []
+    for row in rows:
+        seen[row] = seen.get(row, -1) + 1
+        keys.append((row, seen[row], call))
+    return tuple(keys)

@@ -220,17 +220,36 @@ def test_windows_called_in_another_order_each_step_reuse_their_own_frames_featur
             assert torch.equal(out, step_rotating[window])
 
 
-def test_a_window_its_frames_had_no_part_of_on_the_full_step_runs_in_full(tiny_unet):
-    """Windows that shift by a frame (AnimateDiff's stride) carry rows no call of the full step carried in that
-    grouping: such a call runs in full, never on another window's features."""
+def test_windows_that_shift_gather_each_frames_features_from_the_window_that_carried_it(tiny_unet):
+    """Windows that shift by a frame (AnimateDiff's stride) group the frames differently at every step: a
+    retrieval call gathers each of its rows' features from the call that carried that row on the full step (cond
+    and uncond copies apart), so every planned step is cached and each frame gets its own features: the ldm U-Net
+    treats rows independently, so the output is that of one call carrying all frames."""
     schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
     engine = DeepCacheEngine()
     engine.install(tiny_unet)
-    outputs, stats = window_calls(tiny_unet, engine, lambda s: [[s % 4, (s + 1) % 4], [(s + 2) % 4, (s + 3) % 4]],
-                                  schedule)
+    shifting, stats = window_calls(tiny_unet, engine, lambda s: [[s % 4, (s + 1) % 4], [(s + 2) % 4, (s + 3) % 4]],
+                                   schedule)
+    whole, _ = window_calls(tiny_unet, engine, lambda s: [[0, 1, 2, 3]], schedule)
     engine.uninstall()
-    assert stats.steps_with_cached_pass == {2, 5}  # the windows of step 0 again, and of step 3 (both full)
-    assert stats.cached_passes == 4 and stats.full_passes == 8
+    assert stats.steps_with_cached_pass == {1, 2, 4, 5}
+    assert stats.cached_passes == 8 and stats.full_passes == 4
+    for step_shifting, step_whole in zip(shifting, whole):
+        for window, out in step_shifting.items():
+            rows = list(window) + [f + 4 for f in window]
+            torch.testing.assert_close(out, step_whole[(0, 1, 2, 3)][rows], rtol=1e-4, atol=1e-5)
+
+
+def test_a_window_with_a_frame_no_call_of_the_full_step_carried_runs_in_full(tiny_unet):
+    """A row that no call of the full step carried has no features to reuse: its call runs in full (steps 1 and
+    4), never on another frame's features; its own features then serve its next step."""
+    schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    _, stats = window_calls(tiny_unet, engine, lambda s: [[0, 1]] if s % 3 == 0 else [[1, 2]], schedule)
+    engine.uninstall()
+    assert stats.steps_with_cached_pass == {2, 5}
+    assert stats.cached_passes == 2 and stats.full_passes == 4
 
 
 def test_modules_inside_a_skipped_block_are_skipped_with_it(tiny_unet):

@@ -1,4 +1,5 @@
-"""Random-weight AnimateDiff motion module of the real SD1.5 v2 architecture (mm_sd_v15_v2).
+"""Random-weight AnimateDiff motion module of the real SD1.5 v2 architecture (mm_sd_v15_v2), or with ``--sdxl`` of
+the real SDXL architecture (mm_sdxl_v10_beta: MotionModuleType.AnimateDiffXL, down 3x2 / up 3x3, no mid block).
 
 Built with the extension's own classes (sd-webui-animatediff/motion_module.py: MotionWrapper with
 MotionModuleType.AnimateDiffV2 -> down_blocks 4x2, up_blocks 4x3, mid_block 1 temporal modules, max_len 32),
@@ -12,6 +13,7 @@ Saved as an fp16 state dict with torch.save(..., _use_new_zipfile_serialization=
 safe unpickler rejects torch 2.13's zip format (entry '.format_version').
 
 usage: WEBUI_DIR=<webui folder> <webui venv>/bin/python tests/e2e/make_random_motion_module.py [out path] [--seed N]
+       ... make_random_motion_module.py <model dir>/mm_sdxl_v10_beta.ckpt --sdxl
        ... make_random_motion_module.py <model dir>/mm_sd_v15_v2_noop.ckpt --zero-proj-out   (identity control)
 Run by the e2e lab, not by the tests (``tests/e2e/test_webui_animatediff.py`` uses the file it writes).
 """
@@ -32,14 +34,16 @@ from torch import nn  # noqa: E402
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out", nargs="?", default=os.path.join(EXT, "model/mm_sd_v15_v2.ckpt"))
+    ap.add_argument("--sdxl", action="store_true", help="the SDXL architecture (AnimateDiffXL) instead of SD1.5 v2")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--std", type=float, default=0.02)
     ap.add_argument("--zero-proj-out", action="store_true",
                     help="keep proj_out at zero like the real untrained init (an identity; control run)")
     a = ap.parse_args()
 
+    kind = MotionModuleType.AnimateDiffXL if a.sdxl else MotionModuleType.AnimateDiffV2
     torch.manual_seed(a.seed)
-    mm = MotionWrapper(mm_name="mm_sd_v15_v2.ckpt", mm_hash=None, mm_type=MotionModuleType.AnimateDiffV2)
+    mm = MotionWrapper(mm_name=os.path.basename(a.out), mm_hash=None, mm_type=kind)
     n_proj_out = 0
     with torch.no_grad():
         for name, mod in mm.named_modules():
@@ -57,9 +61,9 @@ def main():
                 mod.bias.normal_(0, a.std)
 
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in mm.state_dict().items()}
-    assert MotionModuleType.get_mm_type(sd) == MotionModuleType.AnimateDiffV2, MotionModuleType.get_mm_type(sd)
-    # the loader does mm.load_state_dict(sd, strict=True) for v2: check it here too
-    MotionWrapper(mm_name="x", mm_hash=None, mm_type=MotionModuleType.AnimateDiffV2).load_state_dict(sd, strict=True)
+    assert MotionModuleType.get_mm_type(sd) == kind, MotionModuleType.get_mm_type(sd)
+    # the loader does mm.load_state_dict(sd, strict=True): check it here too
+    MotionWrapper(mm_name="x", mm_hash=None, mm_type=kind).load_state_dict(sd, strict=True)
     zero = [k for k, v in sd.items() if v.abs().max() == 0]
     assert all(k.endswith(("proj_out.weight", "proj_out.bias")) for k in zero), zero[:5]
     assert a.zero_proj_out or not zero, zero[:5]

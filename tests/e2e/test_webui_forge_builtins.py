@@ -18,12 +18,19 @@ from webui_client import CACHED, ServerLog
 SPECTRUM, COMPILE = "spectrum integrated", "torch compile integrated"
 
 
-def script_defaults(webui, name: str) -> list:
+def find_script(webui, name: str) -> tuple[str, list]:
+    """The txt2img script whose name is ``name`` or starts with it (the forks name some built-ins differently:
+    Forge main's "freeu integrated (sd 1.x, sd 2.x, sdxl)" is reForge's "freeu integrated"): its full name and its
+    arguments' defaults."""
     info = webui.request("/sdapi/v1/script-info").body
-    script = next((s for s in info if s["name"] == name and not s["is_img2img"]), None)
+    script = next((s for s in info if s["name"].startswith(name) and not s["is_img2img"]), None)
     if script is None:
         pytest.skip(f"the host has no '{name}' script")
-    return [arg["value"] for arg in script["args"]]
+    return script["name"], [arg["value"] for arg in script["args"]]
+
+
+def script_defaults(webui, name: str) -> list:
+    return find_script(webui, name)[1]
 
 
 def test_spectrum_and_deepcache_never_both_act(webui):
@@ -61,8 +68,8 @@ def test_a_compiled_unet_is_cached_without_dynamo_giving_up_on_deepcache(webui):
 
 # built-in: (script name, its arguments where they differ from the script's defaults, request fields)
 PATCHES: dict[str, tuple[str, dict[int, object], dict]] = {
-    "FreeU": ("freeu integrated (sd 1.x, sd 2.x, sdxl)", {0: True}, {}),
-    "SAG": ("selfattentionguidance integrated (sd 1.x, sd 2.x, sdxl)", {0: True}, {}),
+    "FreeU": ("freeu integrated", {0: True}, {}),
+    "SAG": ("selfattentionguidance integrated", {0: True}, {}),
     "PAG": ("perturbedattentionguidance integrated", {0: True}, {}),
     "Kohya HRFix": ("kohya hrfix integrated", {0: True}, {}),  # block 3 shrunk 2x for the first 35 % of the steps
     "StyleAlign": ("stylealign integrated", {0: True}, {"batch_size": 2}),
@@ -72,6 +79,17 @@ PATCHES: dict[str, tuple[str, dict[int, object], dict]] = {
     "Mixture of Diffusers": ("multidiffusion integrated", {0: True, 1: "Mixture of Diffusers", 2: 64, 3: 64, 4: 32},
                              {}),
     "Never OOM": ("never oom integrated", {0: True, 1: True}, {}),
+    # reForge's own built-ins (Forge main lacks them):
+    # HyperTile: attn1 patch and attn1 output patch that split self-attention into tiles; at 128x128 the top level's
+    # feature map is 16x16, so the tile size (pixels, /8 in the latent) must be under 128: 64 gives 2x2 tiles of 8x8
+    "HyperTile": ("hypertile integrated", {0: True, 1: 64}, {}),
+    "Mahiro CFG": ("mahiro cfg for reforge", {0: True}, {}),  # a post-CFG function (guidance toward the cond)
+    # APG: replaces the sampler's CFG function (momentum and projected guidance), sets disable_cfg1_optimization
+    "APG": ("\"apg's now your cfg\" and guidance limiter for reforge", {0: True}, {}),
+    "RescaleCFG": ("rescalecfg for reforge", {0: True}, {}),  # replaces the sampler's CFG function (rescaled CFG)
+    # Advanced Model Sampling: an object patch of model_sampling (Discrete, v-prediction, zero-terminal-SNR sigmas):
+    # the sigmas and how the U-Net's output is read change, not its forward
+    "Advanced Model Sampling": ("advanced model sampling for reforge", {0: True}, {}),
 }
 
 
@@ -81,8 +99,8 @@ def all_pixels(result) -> list[bytes]:
 
 @pytest.mark.parametrize("builtin", sorted(PATCHES))
 def test_a_builtin_that_patches_the_unet_beside_deepcache(webui, builtin):
-    name, changes, request = PATCHES[builtin]
-    args = script_defaults(webui, name)
+    name, args = find_script(webui, PATCHES[builtin][0])
+    changes, request = PATCHES[builtin][1:]
     for index, value in changes.items():
         args[index] = value
     sizes = {"width": 128, "height": 128, "steps": 8, **request}

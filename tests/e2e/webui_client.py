@@ -9,12 +9,14 @@ checkpoint of the A1111 lab, skipped on Forge).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,8 @@ STEPS = int(os.environ.get("WEBUI_E2E_STEPS", "8"))
 MODEL = os.environ.get("WEBUI_E2E_MODEL", "")
 OTHER = os.environ.get("WEBUI_E2E_OTHER", "")
 COSTS_ROUTE = "/deepcache/v1/costs"
+# options the API's option list omits (registered after it was built), at the webui's defaults
+HYPERTILE_DEFAULTS = {"hypertile_enable_unet": False, "hypertile_max_tile_unet": 256}
 # the infotext's refusal of a branch deeper than the loaded U-Net; group 1 is its deepest branch
 BRANCH_LIMIT = re.compile(r"'branch' must be int in \[0; (\d+)\] for this model")
 
@@ -78,6 +82,19 @@ class Webui:
     def family(self) -> str:
         """The loaded model's family as the extension sees it ("SD1.x/SD2.x" or "SDXL")."""
         return self.request(COSTS_ROUTE).body["family"]
+
+    @contextlib.contextmanager
+    def settings(self, changes: dict[str, Any], defaults: dict[str, Any] | None = None) -> Iterator[None]:
+        """Webui options for a series of requests, put back afterwards (``override_settings`` leaks unsaved
+        options). The API's option list omits options registered after it was built (Hypertile's): those go
+        back to ``defaults``."""
+        before = {**(defaults or {}), **self.request("/sdapi/v1/options").body}
+        result = self.request("/sdapi/v1/options", changes)
+        assert result.status == 200, result.body
+        try:
+            yield
+        finally:
+            self.request("/sdapi/v1/options", {key: before[key] for key in changes if key in before})
 
     def load(self, checkpoint: str) -> None:
         """Make ``checkpoint`` (a title or file name) the loaded model."""
