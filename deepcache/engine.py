@@ -372,6 +372,8 @@ class DeepCacheEngine:
         step = run.clock.locate(t, self._evaluation_step)
         if (step, run.clock.segment) != before:
             run.calls_in_step.clear()
+            if step < len(run.plan) and run.plan[step]:
+                self._drop_sliced_slots()
         rows = self._batch.rows_of(x) if self._batch is not None else None
         nth = run.calls_in_step[rows] = run.calls_in_step.get(rows, -1) + 1
         key = (rows, nth, tag, tuple(x.shape), x.dtype, x.device)
@@ -384,6 +386,13 @@ class DeepCacheEngine:
         fresh = self._fresh(slot, since) or (not planned_full and keys is not None and self._gather(slot, keys, since))
         self._pass = Pass(step, slot, retrieve=not planned_full and fresh, started=time.perf_counter(), row_keys=keys)
         run.stats.steps_seen.add(step)
+
+    def _drop_sliced_slots(self) -> None:
+        """A full step begins: the slots of sliced calls (one per grouping of rows, and AnimateDiff's windows take
+        new groupings all the time) are refilled by this step's calls, so the old ones go rather than pile up."""
+        run = self._run
+        run.slots = {key: slot for key, slot in run.slots.items() if key[0] is None}
+        run.row_sources.clear()
 
     def _fresh(self, slot: Slot, since: int) -> bool:
         """The slot holds features of a full pass made at step ``since`` or later, in the current segment."""

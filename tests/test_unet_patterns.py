@@ -190,7 +190,7 @@ def window_calls(unet, engine, order_of_step, schedule):
     cond, uncond = torch.randn(1, 4, 32, generator=g), torch.randn(1, 4, 32, generator=g)
     ctx = torch.cat([cond.expand(4, -1, -1), uncond.expand(4, -1, -1)])
     engine.begin_run(DeepCacheParams(enabled=True, interval=3), len(schedule), schedule)
-    outputs = []
+    outputs, slots = [], []
     with torch.no_grad():
         for s, t in enumerate(schedule):
             x_in = torch.cat([frames + 0.05 * s * drift] * 2)  # the frames move a little every step
@@ -200,6 +200,8 @@ def window_calls(unet, engine, order_of_step, schedule):
                 rows = window + [f + 4 for f in window]
                 step[tuple(window)] = unet(x_in[rows] * 0.5, torch.full((len(rows),), t), context=ctx[rows])
             outputs.append(step)
+            slots.append(len(engine._run.slots))
+    window_calls.slots = slots  # slots held after each step
     return outputs, engine.end_run()
 
 
@@ -238,6 +240,19 @@ def test_windows_that_shift_gather_each_frames_features_from_the_window_that_car
         for window, out in step_shifting.items():
             rows = list(window) + [f + 4 for f in window]
             torch.testing.assert_close(out, step_whole[(0, 1, 2, 3)][rows], rtol=1e-4, atol=1e-5)
+
+
+def test_a_full_step_drops_the_slots_of_the_groupings_before_it(tiny_unet):
+    """Every retrieval step with a new grouping of rows fills new slots; the next full step refills the slots of its
+    own calls and drops the others, so a long animation's slots do not pile up."""
+    groupings = [[[0, 1], [2, 3]], [[1, 2], [3, 0]], [[0, 2], [1, 3]]]
+    schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    _, stats = window_calls(tiny_unet, engine, lambda s: groupings[s % 3], schedule)
+    engine.uninstall()
+    assert stats.cached_passes == 8
+    assert window_calls.slots == [2, 4, 6, 2, 4, 6]
 
 
 def test_a_window_with_a_frame_no_call_of_the_full_step_carried_runs_in_full(tiny_unet):

@@ -1,12 +1,12 @@
 """This extension beside Tiled Diffusion (pkuliyi2015/multidiffusion-upscaler-for-automatic1111): MultiDiffusion
 and Mixture of Diffusers call the U-Net once per tile (or per batch of tiles) at every step. Skipped when it is not
-installed."""
+installed. With SDXL (``WEBUI_E2E_STEPS=4`` keeps it short on a CPU) the same grid applies."""
 from __future__ import annotations
 
 import pytest
-from webui_client import CACHED, ServerLog, require_script
+from webui_client import CACHED, STEPS, ServerLog, require_script
 
-SIZE, STEPS = 256, 8  # a 32x32 latent: tiles of 24 overlapping by 8 make a 2x2 grid
+SIZE = 256  # a 32x32 latent: tiles of 24 overlapping by 8 make a 2x2 grid; WEBUI_E2E_STEPS steps (8)
 
 
 @pytest.fixture(scope="module")
