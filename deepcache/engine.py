@@ -129,7 +129,7 @@ class Pass:
     slot: Slot
     retrieve: bool
     started: float
-    row_keys: tuple[Hashable, ...] | None = None  # each row's key in ``Run.row_sources`` (sliced calls only)
+    row_keys: tuple[RowKey, ...] | None = None  # each row's key in ``Run.row_sources`` (sliced calls only)
     in_unet: bool = False  # False while a module that runs before the U-Net's blocks (a ControlNet) holds it
     by_blocks: bool = False  # opened by input_blocks[0], not by the U-Net's call: its last block ends it
     blocks_started: bool = False  # its input_blocks[0] has run: another one opens the next pass
@@ -150,7 +150,7 @@ class Run:
     zeros: dict[tuple, torch.Tensor] = field(default_factory=dict)  # one zero tensor per shape, for skipped blocks
     stats: RunStats = field(default_factory=RunStats)
     calls_in_step: dict[tuple[int, ...] | None, int] = field(default_factory=dict)  # per rows carried
-    row_sources: dict[Hashable, tuple[Slot, int]] = field(default_factory=dict)  # a row's slot and place in it
+    row_sources: dict[RowKey, tuple[Slot, int]] = field(default_factory=dict)  # a row's slot and place in it
 
 
 class DeepCacheEngine:
