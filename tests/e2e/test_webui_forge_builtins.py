@@ -118,3 +118,51 @@ def test_a_builtin_that_patches_the_unet_beside_deepcache(webui, builtin):
     assert "U-Net passes from cache" not in both.infotext  # every call of a cached step came from cache
     if all_pixels(alone) != all_pixels(generate(None, {})):  # the built-in acts on this model ...
         assert all_pixels(both) != all_pixels(plain_cached)  # ... and still does with DeepCache on
+
+
+def reference_image() -> str:
+    """A colourful 128x128 picture to take the style from (any image will do for a model of random weights)."""
+    import base64
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (128, 128), (30, 60, 160))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([24, 16, 104, 96], fill=(230, 200, 40), outline="white", width=4)
+    draw.rectangle([0, 96, 128, 128], fill=(40, 160, 60))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_reference_only_on_forge_is_cached_and_still_applied(webui):
+    """Forge's built-in ControlNet preprocessor reference_only (model-free) patches every self-attention and, in a
+    conditioning modifier, runs the U-Net an extra time per step on the noised reference to record it: DeepCache
+    off is reference_only alone, DeepCache on caches the plain run's steps with both calls of a cached step from
+    cache, and the reference still changes the image."""
+    if not webui.is_forge:
+        pytest.skip("not Forge: reference_only is Forge's built-in preprocessor only there")
+    modules = webui.request("/controlnet/module_list")
+    if modules.status != 200 or "reference_only" not in modules.body.get("module_list", []):
+        pytest.skip("the host has no 'reference_only' preprocessor")
+    unit = {"enabled": True, "module": "reference_only", "model": "None", "image": reference_image(), "weight": 1.0,
+            "resize_mode": "Crop and Resize", "threshold_a": 0.5, "guidance_start": 0.0, "guidance_end": 1.0}
+    idle = {"enabled": False, "module": "None", "model": "None"}
+    reference = {"ControlNet": {"args": [unit, idle, idle]}}
+
+    def generate(deepcache, scripts):
+        return webui.txt2img(deepcache, width=128, height=128, steps=8, alwayson_scripts=dict(scripts))
+
+    alone, off = generate(None, reference), generate([False], reference)
+    assert off.pixels() == alone.pixels()  # DeepCache off is off
+    plain_cached = generate([True, 3, 0], {})
+    log = ServerLog()
+    both = generate([True, 3, 0], reference)
+    assert "reference_only" in both.infotext and "DeepCache error" not in both.infotext, both.infotext
+    assert CACHED.search(both.infotext).groups() == CACHED.search(plain_cached.infotext).groups(), both.infotext
+    if log:  # two U-Net calls per step (recording, then the step's own), both from cache on a cached step
+        cached, steps = map(int, CACHED.search(both.infotext).groups())
+        assert log.stats_lines() == [(cached, steps, 2 * cached, 2 * steps)], log.text()[-3000:]
+    assert alone.pixels() != generate(None, {}).pixels()  # the reference acts on this model ...
+    assert both.pixels() != plain_cached.pixels()  # ... and still does with DeepCache on
