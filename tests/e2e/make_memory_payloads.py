@@ -14,28 +14,21 @@ scikit-image for its photo; the others need the extensions' defaults of the lab 
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from webui_client import png_base64
 
 BASE = {"prompt": "a red cat on a blue sofa", "negative_prompt": "blurry", "cfg_scale": 7, "sampler_name": "Euler"}
-
-
-def png(pixels: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def bodies() -> dict[str, dict]:
     from skimage.data import astronaut
 
     noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    photo = np.asarray(Image.fromarray(astronaut()).resize((256, 256)))
+    photo = Image.fromarray(astronaut()).resize((256, 256))
     animation = {"model": "mm_sd_v15_v2.ckpt", "enable": True, "video_length": 16, "fps": 8, "batch_size": 8,
                  "overlap": 4, "closed_loop": "R-P", "format": ["GIF", "Frame"]}
     regions = [True, False, "Matrix", "Columns", "Mask", "Prompt", "1,1", "0.2", False, False, False, "Latent"]
@@ -48,11 +41,11 @@ def bodies() -> dict[str, dict]:
                               "alwayson_scripts": {"Regional Prompter": {"args": regions}}},
         "lora": {"width": 128, "height": 128, "prompt": "a red cat on a blue sofa <lora:random_lora:1>"},
         "ultimate_upscale": {"width": 128, "height": 128, "prompt": "a red cat", "denoising_strength": 1.0,
-                             "init_images": [png(noise)], "script_name": "ultimate sd upscale",
+                             "init_images": [png_base64(Image.fromarray(noise))], "script_name": "ultimate sd upscale",
                              "script_args": [None, 128, 128, 8, 0, 64, 0.35, 16, 1, False, 0, False, 4, 0, 2, 2048,
                                              2048, 2.0]},
         "adetailer": {"width": 256, "height": 256, "prompt": "a red cat", "denoising_strength": 0.5, "n_iter": 2,
-                      "init_images": [png(photo)], "alwayson_scripts": {"ADetailer": {
+                      "init_images": [png_base64(photo)], "alwayson_scripts": {"ADetailer": {
                           "args": [True, True, {"ad_model": "mediapipe_face_short"}]}}},
         "tome_hypertile": {"width": 256, "height": 256, "override_settings": {
             "token_merging_ratio": 0.5, "hypertile_enable_unet": True, "hypertile_max_tile_unet": 64}},

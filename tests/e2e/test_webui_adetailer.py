@@ -7,13 +7,11 @@ photo (``skimage.data.astronaut()``), and inpaints the face. ``WEBUI_E2E_ADETAIL
 (default 256: mediapipe needs a face of some size)."""
 from __future__ import annotations
 
-import base64
-import io
 import os
 import re
 
 import pytest
-from webui_client import STEPS, ServerLog
+from webui_client import STEPS, ServerLog, png_base64
 
 ADETAILER = "ADetailer"
 PHOTO_SIZE = int(os.environ.get("WEBUI_E2E_ADETAILER_SIZE", "256"))
@@ -38,9 +36,7 @@ def photo() -> str:
     skimage = pytest.importorskip("skimage")
     from PIL import Image
 
-    buffer = io.BytesIO()
-    Image.fromarray(skimage.data.astronaut()).resize((PHOTO_SIZE, PHOTO_SIZE)).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_base64(Image.fromarray(skimage.data.astronaut()).resize((PHOTO_SIZE, PHOTO_SIZE)))
 
 
 def with_adetailer(args: list, skip_img2img: bool = False, **detector: object) -> dict:

@@ -1,14 +1,12 @@
 """The extension inside a real webui, through its HTTP API (see conftest.py for how to run)."""
 from __future__ import annotations
 
-import base64
-import io
 import re
 import threading
 import time
 
 import pytest
-from webui_client import BRANCH_LIMIT, CACHED, OTHER, SIZE, STEPS, parse_infotext
+from webui_client import BRANCH_LIMIT, CACHED, OTHER, SIZE, STEPS, parse_infotext, png_base64
 
 from deepcache.params import DeepCacheParams
 
@@ -236,9 +234,7 @@ def test_inpainting(webui, baseline):
 
     mask = Image.new("L", (SIZE, SIZE), 0)
     mask.paste(255, (SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4))
-    buffer = io.BytesIO()
-    mask.save(buffer, format="PNG")
-    inpaint = {"mask": base64.b64encode(buffer.getvalue()).decode(), "inpainting_fill": 1, "inpaint_full_res": False}
+    inpaint = {"mask": png_base64(mask), "inpainting_fill": 1, "inpaint_full_res": False}
     result = webui.img2img(baseline.body["images"][0], ON, **inpaint)
     assert cached_steps(result.infotext)[1] == int(0.5 * STEPS) + 1
     off = webui.img2img(baseline.body["images"][0], **inpaint)

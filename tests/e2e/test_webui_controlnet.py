@@ -8,13 +8,11 @@ model, or without a ControlNet extension, these tests are skipped. With
 """
 from __future__ import annotations
 
-import base64
-import io
 import os
 import re
 
 import pytest
-from webui_client import CACHED, SIZE, STEPS, ServerLog
+from webui_client import CACHED, SIZE, STEPS, ServerLog, png_base64
 
 MODEL = os.environ.get("WEBUI_CONTROLNET_MODEL")
 MODULE = os.environ.get("WEBUI_CONTROLNET_MODULE", "none")  # the "no preprocessor" name (Forge: "None")
@@ -30,9 +28,7 @@ def pattern(seed: int) -> str:
     r = SIZE // (3 + seed)
     draw.ellipse([SIZE // 2 - r, SIZE // 2 - r, SIZE // 2 + r, SIZE // 2 + r], outline="white", width=3)
     draw.rectangle([SIZE // 8, SIZE // 8, SIZE // 8 + r, SIZE // 8 + r // 2 + seed], outline="white", width=2)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_base64(image)
 
 
 def unit(seed: int = 0, **changes) -> dict:

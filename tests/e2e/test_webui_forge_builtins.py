@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from webui_client import CACHED, ServerLog
+from webui_client import CACHED, ServerLog, png_base64
 
 SPECTRUM, COMPILE = "spectrum integrated", "torch compile integrated"
 
@@ -122,18 +122,13 @@ def test_a_builtin_that_patches_the_unet_beside_deepcache(webui, builtin):
 
 def reference_image() -> str:
     """A colourful 128x128 picture to take the style from (any image will do for a model of random weights)."""
-    import base64
-    import io
-
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (128, 128), (30, 60, 160))
     draw = ImageDraw.Draw(image)
     draw.ellipse([24, 16, 104, 96], fill=(230, 200, 40), outline="white", width=4)
     draw.rectangle([0, 96, 128, 128], fill=(40, 160, 60))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_base64(image)
 
 
 def test_reference_only_on_forge_is_cached_and_still_applied(webui):

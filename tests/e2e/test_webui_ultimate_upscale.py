@@ -2,11 +2,8 @@
 that runs one whole generation per tile. Skipped when it is not installed."""
 from __future__ import annotations
 
-import base64
-import io
-
 import pytest
-from webui_client import CACHED, ServerLog, require_script
+from webui_client import CACHED, ServerLog, png_base64, require_script
 
 STEPS, DENOISE = 8, 0.5  # img2img runs 4 steps
 
@@ -21,10 +18,8 @@ def image() -> str:
     import numpy as np
     from PIL import Image
 
-    buffer = io.BytesIO()
     pixels = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_base64(Image.fromarray(pixels))
 
 
 def upscaled(webui, image: str, deepcache: list | None):

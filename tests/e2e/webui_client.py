@@ -130,14 +130,19 @@ def parse_infotext(webui: Webui, text: str) -> dict[str, Any]:
         "parameters"]
 
 
+def png_base64(image: Any, **save: Any) -> str:
+    """A PIL image as the base64 PNG the API takes (init images, masks, ControlNet inputs)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **save)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 def png_with_text(text: str) -> str:
     from PIL import Image, PngImagePlugin
 
     meta = PngImagePlugin.PngInfo()
     meta.add_text("parameters", text)
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=meta)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_base64(Image.new("RGB", (8, 8)), pnginfo=meta)
 
 
 CACHED = re.compile(r"DeepCache: \"?(\d+)/(\d+) steps cached")  # the infotext's cached-step count
