@@ -16,13 +16,21 @@ from .structure import UnsupportedModel
 CAPTURED = ("get_sigmas", "get_timesteps")  # the sampler methods that compute the run's schedule
 
 
+# k-diffusion functions that evaluate the denoiser twice per step which a webui lists without "second_order":
+# Forge Neo's "DPM++ 2s a RF" (its second evaluation is at a noise level between two steps, or not a number)
+UNMARKED_TWO_EVALUATIONS = frozenset({"sample_dpmpp_2s_ancestral_RF"})
+
+
 def evaluations_per_step(sampler: Any) -> int | None:
     """2 for the k-diffusion samplers the webui marks ``second_order`` (Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++
-    SDE): every step but the last evaluates the denoiser exactly twice, so ``denoiser.step // 2`` is the sampler
-    step. None for everything else, Restart included (its own function, with sigma jumps and a varying count)."""
+    SDE) and those it lists unmarked (``UNMARKED_TWO_EVALUATIONS``): every step but the last evaluates the
+    denoiser exactly twice, so ``denoiser.step // 2`` is the sampler step. None for everything else, Restart
+    included (its own function, with sigma jumps and a varying count)."""
     options = getattr(getattr(sampler, "config", None), "options", None) or {}
     funcname = getattr(sampler, "funcname", None)
-    return 2 if options.get("second_order") and isinstance(funcname, str) else None
+    if not isinstance(funcname, str):
+        return None
+    return 2 if options.get("second_order") or funcname in UNMARKED_TWO_EVALUATIONS else None
 
 
 class A1111Adapter:
@@ -70,6 +78,14 @@ class A1111Adapter:
         state = getattr(shared, "state", None)
         started = getattr(state, "time_start", None)
         return None if started is None else (id(state), started)
+
+    def interrupted(self) -> bool:
+        """Interrupt and Skip set ``shared.state.interrupted`` / ``skipped``; the sampler stops at its next step and
+        the webui goes on with the last latent, so the run's scripts see its end as usual."""
+        from modules import shared
+
+        state = getattr(shared, "state", None)
+        return bool(getattr(state, "interrupted", False) or getattr(state, "skipped", False))
 
     def control_models(self, p: Any) -> list[nn.Module]:
         """sd-webui-controlnet binds its U-Net loop as the U-Net's instance ``forward``; the hook object it

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .controlnet import ControlNetSatellites
 from .engine import DeepCacheEngine
 from .params import SCHEDULES, DeepCacheParams
+from .refresh import relative_change
 from .testbed import (
     ARCHS,
     SAMPLERS,
@@ -266,6 +267,8 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     deep: dict[int, torch.Tensor] = {}
     hooks = [b.register_forward_hook(lambda m, i, o, j=j: deep.__setitem__(j, o))
              for j, b in enumerate(unet.output_blocks)]
+    probes: list[torch.Tensor] = []  # the adaptive schedule's probe at the branch: the first skipped block's input
+    hooks.append(unet.input_blocks[a.branch].register_forward_hook(lambda m, i, o: probes.append(o)))
 
     def full() -> None:
         unet(x, t, **kwargs)
@@ -327,6 +330,8 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
         bare_unet = pipes["off"].model.model.diffusion_model  # compiled too with --compile
         overhead = pass_overheads(pipes["on"].model.model.diffusion_model, engines["on"], a.branch, (x, kwargs),
                                   timed, lambda: bare_unet(x, t, **kwargs), lambda: shallow(a.branch))
+        probe_s = timed(lambda: relative_change(probes[0], probes[0] * 1.01))
+        overhead.update(probe_s=probe_s, probe_over_retrieval=probe_s / overhead["engine_retrieval_s"])
         runs = []
         bar = tqdm(total=a.runs * len(pipes) * (a.steps + 1), desc="sampler steps", disable=a.json, file=sys.stderr)
         for run in range(1, a.runs + 1):
@@ -434,7 +439,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"achieved/ideal per lockstep run: {', '.join(f'{100 * v:.1f}%' for v in r['achieved_over_ideal_per_run'])}",
         f"engine per pass: retrieval {r['wrapper_overhead_retrieval_us']:+.0f} us over the bare shallow branch "
         f"({1e3 * r['bare_retrieval_s']:.2f} ms), full {r['wrapper_overhead_full_us']:+.0f} us; DeepCache's full "
-        f"steps {100 * r['full_step_overhead']:+.1f}% against the same steps without it",
+        f"steps {100 * r['full_step_overhead']:+.1f}% against the same steps without it; the adaptive schedule's "
+        f"probe {1e6 * r['probe_s']:.0f} us ({100 * r['probe_over_retrieval']:.2f}% of a retrieval pass)",
     ] + ([
         f"{'off, with a ControlNet':28}{r['time_per_image_off_controlnet_s']:>11.2f}s{1:>9.2f}x",
         f"{'DeepCache, with a ControlNet':28}{r['time_per_image_on_controlnet_s']:>11.2f}s"

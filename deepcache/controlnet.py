@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from .blockhooks import Wrapped, restore_forwards, set_forward
-from .engine import DeepCacheEngine, timestep_arg
+from .blocks import Installation
+from .clock import timestep_arg
+from .engine import DeepCacheEngine
 
 PARTS = ("input_blocks", "zero_convs", "middle_block", "middle_block_out")
 
@@ -38,7 +40,7 @@ class ControlNetSatellites:
         self._wrapped: list[Wrapped] = []
         self._hooks: list[Any] = []
         self._attached: set[int] = set()
-        self._token = object()
+        self._installation = Installation(engine)  # a flag a compiler guards by value, as the blocks' (``blocks``)
 
     def attach(self, model: nn.Module) -> bool:
         """Make ``model`` follow the engine's passes; False (and nothing done) if it is not a ControlNet, or the
@@ -56,13 +58,14 @@ class ControlNetSatellites:
         for module, kind, index in parts:
             key = (id(model), kind, index)
             self._wrapped.append(set_forward(module, lambda original, key=key, index=index, opens=key[1:] == (
-                "in", 0): self._make_wrapper(original, key, index, opens, self._token)))
+                "in", 0): self._make_wrapper(original, key, index, opens, self._installation)))
         self._hooks.append(model.register_forward_pre_hook(self._read_timestep, with_kwargs=True))
         return True
 
     def detach_all(self) -> None:
         """Remove every wrapper and hook (end of the generation)."""
-        self._token = object()
+        self._installation.live = False
+        self._installation = Installation(self.engine)
         restore_forwards(self._wrapped)
         for hook in self._hooks:
             hook.remove()
@@ -74,14 +77,15 @@ class ControlNetSatellites:
         if t is not None:
             self.engine.note_timestep(t)
 
-    def _make_wrapper(self, original: Callable, key: Hashable, index: int, opens: bool, token: object) -> Callable:
+    def _make_wrapper(self, original: Callable, key: Hashable, index: int, opens: bool,
+                      installation: Installation) -> Callable:
         engine = self.engine
 
         def deepcache_controlnet_forward(*args: Any, **kwargs: Any) -> Any:
-            if not engine.running or self._token is not token:
+            if not installation.live or not engine.running:
                 return original(*args, **kwargs)
             p = engine.open_pass(args[0]) if opens else engine.current_pass()
-            if p is not None and p.retrieve and index > engine.branch:
+            if p is not None and p.retrieve and not p.probing and index > engine.branch:
                 recorded = p.slot.satellite_shapes.get(key)
                 if recorded is not None:
                     return torch.zeros(recorded[0], dtype=recorded[1], device=args[0].device)

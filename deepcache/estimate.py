@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .params import PARAM_SPECS
+from .params import PARAM_SPECS, DeepCacheParams
 from .stats import RunStats
 
 COSTS_ROUTE = "/deepcache/v1/costs"
@@ -46,11 +46,18 @@ class Calibration:
 
     def __init__(self) -> None:
         self.measured: dict[int, tuple[int, float]] = {}  # depth -> (branch, cached pass / full pass)
+        self.adaptive: dict[str, Any] | None = None  # the last adaptive run: what it cached at which threshold
 
     def record(self, depth: int, branch: int, stats: RunStats) -> None:
         if stats.full_passes and stats.cached_passes and stats.full_seconds > 0 and stats.cached_seconds > 0:
             ratio = (stats.cached_seconds / stats.cached_passes) / (stats.full_seconds / stats.full_passes)
             self.measured[depth] = (branch, min(ratio, 1.0))
+
+    def record_adaptive(self, params: DeepCacheParams, stats: RunStats) -> None:
+        """An adaptive run's count is decided while sampling: the estimate shows the last one's."""
+        self.adaptive = {"threshold": params.threshold, "interval": params.interval,
+                             "cached": stats.cached_steps, "steps": stats.planned_steps,
+                             "speedup": round(stats.estimated_speedup, 2)}
 
     def costs(self, depth: int | None) -> dict[str, Any]:
         """The per-branch costs for a U-Net of ``depth`` input blocks (SD1/SD2's when unknown), and where they
@@ -65,7 +72,8 @@ class Calibration:
             costs[branch] = ratio
             source = (f"{table.family}, your last run (branch {branch}: a cached pass took {100 * ratio:.0f}% "
                       "of a full one)")
-        return {"family": table.family, "costs": [round(c, 4) for c in costs], "source": source}
+        return {"family": table.family, "costs": [round(c, 4) for c in costs], "source": source,
+                "adaptive": self.adaptive}
 
 
 def estimate_html(costs: dict[str, Any]) -> str:
@@ -74,4 +82,5 @@ def estimate_html(costs: dict[str, Any]) -> str:
     return (f'<span class="deepcache-estimate" data-costs="{html.escape(json.dumps(costs["costs"]))}" '
             f'data-source="{html.escape(costs["source"])}" data-route="{COSTS_ROUTE}" '
             f'data-few-steps="{FEW_STEPS}" data-few-hint="{html.escape(FEW_STEPS_HINT)}" '
+            f'data-adaptive="{html.escape(json.dumps(costs["adaptive"])) if costs.get("adaptive") else ""}" '
             f'data-help="{html.escape(json.dumps(help_texts))}"></span>')

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SCHEDULES = ("uniform", "non-uniform")
+SCHEDULES = ("uniform", "non-uniform", "adaptive")
 # What a JSON client sends for a number in a string: ASCII digits only ("3", " 3 ", "3.0", "1e1"); float() alone
 # would also take "٣", "3_0", "inf" and "nan".
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
@@ -120,7 +120,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "This many last steps always run the whole U-Net.", 0, 100, 1, advanced=True),
     ParamSpec("schedule", str, "uniform", "DeepCache schedule",
               "uniform: every N-th step is full; non-uniform: the paper's 1:N schedule, full steps dense "
-              "around the centre.", choices=SCHEDULES, advanced=True),
+              "around the centre; adaptive: a step runs in full when the shallow features moved more than the "
+              "threshold since the last full step (at least every N-th).", choices=SCHEDULES, advanced=True),
     ParamSpec("pow", float, 1.4, "DeepCache pow",
               "Non-uniform schedule: how strongly full steps gather around the centre.", 1.01, 3.0, 0.01,
               advanced=True),
@@ -138,6 +139,11 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               0.0, 1.0, 0.01, advanced=True),
     ParamSpec("hr_end", float, 1.0, "DeepCache hires end", "Hires pass end (hires 'own').",
               0.0, 1.0, 0.01, advanced=True),
+    # new parameters go at the end: API clients pass args by position
+    ParamSpec("threshold", float, 0.1, "DeepCache threshold",
+              "Adaptive schedule: how far the shallow features may move (relative mean change) before a step "
+              "refreshes the cache; lower keeps more detail and caches fewer steps.", 0.0, 2.0, 0.01,
+              advanced=True),
 )
 
 SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAM_SPECS}
@@ -161,6 +167,7 @@ class DeepCacheParams:
     hr_branch: int = 0
     hr_start: float = 0.0
     hr_end: float = 1.0
+    threshold: float = 0.1
 
     def __post_init__(self) -> None:
         for spec in PARAM_SPECS:
@@ -224,3 +231,19 @@ class DeepCacheParams:
             if spec.label in fields:
                 values[spec.name] = spec.coerce(fields[spec.label])
         return cls(enabled=PARAM_SPECS[0].label in fields, **values)
+
+
+def api_table() -> str:
+    """The README's API table (positional order, type, default, allowed values, infotext key, meaning), generated
+    here so that it cannot drift from ``PARAM_SPECS``: ``python -c "from deepcache.params import api_table;
+    print(api_table())"``; ``tests/test_readme.py`` checks the README holds it."""
+
+    def shown(spec: ParamSpec) -> str:
+        if spec.type is bool:
+            return str(spec.default).lower()
+        return f'"{spec.default}"' if spec.type is str else f"{spec.default:g}"
+
+    rows = ["| # | name | type | default | allowed | infotext key | meaning |", "|---|---|---|---|---|---|---|"]
+    rows += [f"| {i} | `{s.name}` | {s.type.__name__} | {shown(s)} | {s.allowed()} | `{s.label}` | {s.help} |"
+             for i, s in enumerate(PARAM_SPECS)]
+    return "\n".join(rows)

@@ -15,7 +15,9 @@ def plan_full_steps(params: DeepCacheParams, total_steps: int) -> tuple[bool, ..
     Start and end are fractions of the steps this run actually executes (so img2img with a low denoising
     strength and the hires pass behave like txt2img). Inside the window ``start <= i/total < end`` the first
     step is full and then every ``interval``-th (uniform), or the paper's non-uniform 1:N placement is used;
-    outside the window and in the last ``final_full_steps`` steps every step is full.
+    outside the window and in the last ``final_full_steps`` steps every step is full. The adaptive schedule plans
+    only the window's first step: the others are decided while sampling (``refresh``), at least every
+    ``interval``-th full.
     """
     full = [True] * max(total_steps, 0)
     if not params.enabled or params.interval <= 1 or total_steps <= 0:
@@ -26,7 +28,9 @@ def plan_full_steps(params: DeepCacheParams, total_steps: int) -> tuple[bool, ..
     if not window:
         return tuple(full)
     first, length = window[0], len(window)
-    if params.schedule == "non-uniform":
+    if params.schedule == "adaptive":
+        full_in_window = {0}
+    elif params.schedule == "non-uniform":
         centre_step = math.floor(params.center * length + 1e-6)  # 0.58 * 50 is 28.999999999999996: step 29
         full_in_window = set(_non_uniform_positions(length, params.interval, centre_step, params.pow))
     else:

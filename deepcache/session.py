@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from torch import nn
 
 from . import __version__
+from .adapter import Adapter
 from .controlnet import ControlNetSatellites
 from .engine import DeepCacheEngine, EngineConflict
 from .estimate import Calibration
+from .infotext import ERROR_KEY, INFOTEXT_KEYS, STATS_KEY, VERSION_KEY
+from .nesting import EnclosingGenerations
 from .params import PARAM_SPECS, DeepCacheParams
 from .peers import peer_hook
 from .stats import RunStats
@@ -23,67 +25,23 @@ from .structure import UnsupportedModel
 
 log = logging.getLogger("deepcache")
 
-STATS_KEY = PARAM_SPECS[0].label  # "DeepCache": its presence in an infotext means "enabled"
-ERROR_KEY = "DeepCache error"
-VERSION_KEY = "DeepCache version"
-INFOTEXT_KEYS = (STATS_KEY, ERROR_KEY, VERSION_KEY) + tuple(spec.label for spec in PARAM_SPECS[1:])
 OVERRIDES_ATTR = "deepcache_overrides"  # set on a copied ``p`` by the X/Y/Z axes
 MARK_ATTR = "deepcache_generation"  # set on ``p`` by ``start``; a shallow copy of ``p`` carries it along
-GENERATION_STATE = ("p", "mark", "task", "engine", "controlnets", "params", "pending", "runs", "pending_label",
-                    "run_label", "generation_params")  # what a nested generation saves of the one around it
-
-
-class Adapter(Protocol):
-    """What a webui must provide."""
-
-    name: str
-    reports_calls: bool  # U-Net calls are reported by a wrapper the webui may let another extension replace
-
-    def unet(self, p: Any) -> nn.Module:
-        """The U-Net of the model ``p`` samples with; raises ``UnsupportedModel`` for anything else."""
-
-    def unet_of_model(self, model: Any) -> nn.Module:
-        """The U-Net of a loaded model (``shared.sd_model``)."""
-
-    def install(self, session: Session, unet: nn.Module) -> None:
-        """Install the session's engine on ``unet`` the way this webui reports U-Net calls."""
-
-    def prepare(self, p: Any, session: Session) -> None:
-        """Arrange for ``session.begin_run`` to be called once the run's schedule is known."""
-
-    def release(self) -> None:
-        """Undo whatever ``prepare`` attached to webui objects."""
-
-    def control_models(self, p: Any) -> list[nn.Module]:
-        """The ControlNet models (any kind) that will run beside the U-Net in this generation."""
-
-    def task(self) -> Hashable | None:
-        """What tells the webui's jobs apart (one API request, one Generate click); None when unknown."""
-
-    def conflict(self) -> str | None:
-        """Why DeepCache must not act on the run about to sample (another cache or wrapper decides which U-Net
-        calls run), asked at its first denoiser call when every extension's patch is in place; None if nothing."""
 
 
 def resolve_params(args: Sequence[Any], overrides: dict[str, Any] | None = None) -> DeepCacheParams:
     """Script args (UI values, API JSON) plus X/Y/Z overrides. An axis other than "enabled" turns
-    DeepCache on, so that a sweep over intervals needs no second axis."""
+    DeepCache on, so that a sweep over intervals needs no second axis; a threshold axis selects the adaptive
+    schedule (unless a schedule axis is there too)."""
     params = DeepCacheParams.from_args(args)
     if overrides:
         changes = dict(overrides)
         if "enabled" not in changes:
             changes["enabled"] = True
+        if "threshold" in changes and "schedule" not in changes:
+            changes["schedule"] = "adaptive"  # a threshold acts on the adaptive schedule only
         params = DeepCacheParams.from_mapping({**{s.name: getattr(params, s.name) for s in PARAM_SPECS}, **changes})
     return params
-
-
-@dataclass
-class Enclosing:
-    """A generation suspended while one started inside it runs (ADetailer inpaints from ``postprocess_image``)."""
-
-    state: dict[str, Any]  # its GENERATION_STATE
-    adapter_state: dict[str, Any]  # the adapter's attributes, which hold one generation's run at a time
-    infotext: dict[str, Any] | None  # its DeepCache entries, when the nested generation writes into the same dict
 
 
 class Session:
@@ -99,7 +57,7 @@ class Session:
         self.calibration = Calibration()
         self.print_stats = True
         self.warned: set[str] = set()
-        self.enclosing: list[Enclosing] = []
+        self.enclosing = EnclosingGenerations()
         self._reset()
 
     def _reset(self) -> None:
@@ -113,6 +71,7 @@ class Session:
         self.runs: list[tuple[str, RunStats]] = []
         self.pending_label = self.run_label = ""  # "hires" for the hires-fix pass
         self.generation_params: dict[str, Any] = {}  # the infotext entries of the generation in progress
+        self.told: set[str] = set()  # stand-downs this generation has printed
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self, p: Any, args: Sequence[Any]) -> DeepCacheParams | None:
@@ -122,7 +81,7 @@ class Session:
             return self.params
         task = self.adapter.task()
         if self.p is not None and p is not self.p and task is not None and task == self.task:
-            self._enter(p)
+            self.enclosing.suspend(self, p)
         else:
             self.cleanup()
         self.p, self.task, self.mark = p, task, object()
@@ -177,12 +136,13 @@ class Session:
         if self.pending is None or not self.engine.installed:
             return
         try:
-            self._check_peers(self.engine.unet)
-            conflict = self.adapter.conflict()
-            if conflict is not None:
-                raise EngineConflict(conflict)
+            self._check_peers(self.engine.unet)  # another extension installed: said once per process
         except EngineConflict as error:
             self._refuse(error)
+            return
+        conflict = self.adapter.conflict()  # what the user turned on for this generation: said at each one
+        if conflict is not None:
+            self._refuse(EngineConflict(conflict), stand_down=True)
             return
         self.collect()
         self.engine.begin_run(self.pending, total_steps, schedule)
@@ -202,14 +162,14 @@ class Session:
         if self._is_copy(p):
             return
         if self.enclosing and p is self.p:
-            self._leave()
+            self._resume_enclosing()
         else:
             self.cleanup()
 
     def cleanup(self) -> None:
         """Remove every hook and forget every generation (a new job, a failure, unload)."""
         while self.enclosing:
-            self._leave()
+            self._resume_enclosing()
         self._unhook()
         self._reset()
 
@@ -217,28 +177,10 @@ class Session:
     def _is_copy(self, p: Any) -> bool:
         return self.p is not None and p is not self.p and getattr(p, MARK_ATTR, None) is self.mark
 
-    def _enter(self, p: Any) -> None:
-        """Suspend the generation in progress for one started inside it."""
-        outer = self.p.extra_generation_params
-        shared = getattr(p, "extra_generation_params", None) is outer
-        self.enclosing.append(Enclosing({name: getattr(self, name) for name in GENERATION_STATE},
-                                        dict(vars(self.adapter)),
-                                        {k: outer[k] for k in INFOTEXT_KEYS if k in outer} if shared else None))
-        self._reset()
-
-    def _leave(self) -> None:
+    def _resume_enclosing(self) -> None:
         """End the nested generation and resume the one around it as it was."""
         self._unhook()
-        outer = self.enclosing.pop()
-        for name, value in outer.state.items():
-            setattr(self, name, value)
-        vars(self.adapter).clear()
-        vars(self.adapter).update(outer.adapter_state)
-        if outer.infotext is not None:
-            entries = self.p.extra_generation_params
-            for key in INFOTEXT_KEYS:
-                entries.pop(key, None)
-            entries.update(outer.infotext)
+        self.enclosing.resume(self)
 
     # ---- helpers -----------------------------------------------------------------------------------------
     @staticmethod
@@ -248,14 +190,24 @@ class Session:
             raise EngineConflict(f"another DeepCache extension ('{peer}') hooks this U-Net: disable it or this one "
                                  "so that two caches never stack")
 
-    def _refuse(self, error: Exception) -> None:
-        """Generate this run without DeepCache: console line (once), ``DeepCache error`` in the infotext."""
-        self._report(error)
+    def _refuse(self, error: Exception, stand_down: bool = False) -> None:
+        """Generate this run without DeepCache: a console line, ``DeepCache error`` in the infotext."""
+        self._report(error, stand_down)
         self._unhook()
         self.pending = None
 
-    def _report(self, error: Exception) -> None:
-        self.warn(f"{error}; generating without DeepCache")
+    def _report(self, error: Exception, stand_down: bool = False) -> None:
+        """``stand_down``: another extension decides this run's U-Net calls (a cache, a wrapper in DeepCache's
+        place). That depends on what the user turned on for this generation, so the console says it once per
+        generation; what cannot change between images (an unsupported model) is said once per process."""
+        message = f"{error}; generating without DeepCache"
+        if stand_down:
+            log.debug(message)
+            if message not in self.told:
+                self.told.add(message)
+                print(f"[DeepCache] {message}")
+        else:
+            self.warn(message)
         self.generation_params[ERROR_KEY] = str(error).replace(",", ";")
         self.generation_params.pop(STATS_KEY, None)
 
@@ -266,20 +218,23 @@ class Session:
 
     def collect(self) -> None:
         """End the engine's run, if any: keep its stats for the infotext and its pass times for the estimate."""
-        branch = self.engine.branch if self.engine.running else None
-        layout = self.engine.layout
+        params, layout = self.engine.params, self.engine.layout
         stats = self.engine.end_run()
         if stats is not None and stats.steps:
+            stats.interrupted = self.adapter.interrupted()
             self.runs.append((self.run_label, stats))
-            if layout is not None and branch is not None:
-                self.calibration.record(layout.depth, branch, stats)
+            if layout is not None and params is not None:
+                self.calibration.record(layout.depth, params.branch, stats)
+                if params.schedule == "adaptive":
+                    self.calibration.record_adaptive(params, stats)
             if self.print_stats:
                 print(f"[DeepCache {__version__}]{' ' + self.run_label if self.run_label else ''} {stats.summary()}")
         elif stats is not None and self.adapter.reports_calls:
             # the run began at the webui's first denoiser call, yet no U-Net call was reported: another
             # extension replaced the U-Net function wrapper without calling ours (Forge Neo's Spectrum does)
             self._report(RuntimeError("another extension replaced the U-Net function wrapper (e.g. a cache such as "
-                                      "Spectrum): it ran this sampling, so DeepCache did not; disable one of them"))
+                                      "Spectrum): it ran this sampling, so DeepCache did not; disable one of them"),
+                         stand_down=True)
 
     def warn(self, message: str) -> None:
         """Print a warning once per process (a model DeepCache cannot handle is not news at every image); the

@@ -16,6 +16,7 @@ class RunStats:
     cached_passes: int = 0
     full_seconds: float = 0.0
     cached_seconds: float = 0.0
+    interrupted: bool = False  # the user stopped the run (Interrupt, Skip) before its last step
 
     @property
     def steps(self) -> int:
@@ -52,6 +53,10 @@ class RunStats:
         return len(self.steps_with_cached_pass & self.steps_with_full_pass)
 
     def _steps_text(self) -> str:
+        """``13/20 steps cached``; a run stopped early counts the steps it ran: ``6/9 steps cached, interrupted at
+        9/60`` (its planned length would make the share look as if most steps had run in full)."""
+        if self.interrupted and self.steps < self.planned_steps:
+            return f"{self.cached_steps}/{self.steps} steps cached, interrupted at {self.steps}/{self.planned_steps}"
         return f"{self.cached_steps}/{self.planned_steps} steps cached"
 
     def _passes_text(self) -> str:

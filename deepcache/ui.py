@@ -10,10 +10,10 @@ from .params import PARAM_SPECS, ParamSpec
 MAIN_ROWS = (("interval", "branch"), ("start", "end"))
 
 
-def control(gr: Any, spec: ParamSpec, elem_id: Callable[[str], str], value: Any = None) -> Any:
+def control(gr: Any, spec: ParamSpec, elem_id: Callable[[str], str], value: Any = None, visible: bool = True) -> Any:
     """One Gradio component for a parameter: a radio for choices, a checkbox for a flag, else a slider."""
     value = spec.default if value is None else value
-    common = dict(label=spec.label.removeprefix("DeepCache ").capitalize(), value=value,
+    common = dict(label=spec.label.removeprefix("DeepCache ").capitalize(), value=value, visible=visible,
                   elem_id=elem_id(spec.name), elem_classes=["deepcache-control"])
     if spec.choices:
         return gr.Radio(choices=list(spec.choices), **common)
@@ -39,9 +39,14 @@ def build(gr: Any, accordion: Callable[..., Any], elem_id: Callable[[str], str],
         with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
             for spec in PARAM_SPECS:
                 if spec.advanced:
-                    made[spec.name] = control(gr, spec, elem_id, defaults.get(spec.name))
+                    # the threshold acts on the adaptive schedule only: shown with it
+                    visible = spec.name != "threshold" or made["schedule"].value == "adaptive"
+                    made[spec.name] = control(gr, spec, elem_id, defaults.get(spec.name), visible)
     made["enabled"].change(fn=lambda: [gr.update(maximum=max_branch())] * 2, inputs=[],
                            outputs=[made["branch"], made["hr_branch"]], show_progress=False)
+    # also when a pasted infotext selects the schedule
+    made["schedule"].change(fn=lambda schedule: gr.update(visible=schedule == "adaptive"), inputs=[made["schedule"]],
+                            outputs=[made["threshold"]], show_progress=False)
     return [made[spec.name] for spec in PARAM_SPECS]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .session import Adapter
+from .adapter import Adapter
 
 
 def is_forge() -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 from .params import SPECS_BY_NAME, ParamSpec
 from .session import OVERRIDES_ATTR
 
-AXIS_PARAMS = ("enabled", "interval", "branch", "start", "end")
+AXIS_PARAMS = ("enabled", "interval", "branch", "start", "end", "schedule", "threshold")
 AXIS_PREFIX = "[DeepCache] "
 
 
@@ -51,6 +51,10 @@ def add_axes(xyz_grid: Any) -> bool:
             xyz_grid.axis_options.append(xyz_grid.AxisOption(
                 axis_label(spec), str, apply_param(name), confirm=confirm_param(name),
                 choices=lambda: ["False", "True"]))  # A1111's boolean_choice(reverse=True); Forge Classic lacks it
+        elif spec.choices:
+            xyz_grid.axis_options.append(xyz_grid.AxisOption(
+                axis_label(spec), str, apply_param(name), confirm=confirm_param(name),
+                choices=lambda spec=spec: list(spec.choices)))
         else:
             xyz_grid.axis_options.append(xyz_grid.AxisOption(
                 axis_label(spec), spec.type, apply_param(name), confirm=confirm_param(name)))

@@ -20,6 +20,23 @@
         return full;
     }
 
+    function schedule(tab) {
+        var el = gradioApp().querySelector('#script_' + tab + '_deepcache_schedule input:checked');
+        return el ? el.value : 'uniform';
+    }
+
+    function adaptiveText(span, steps, full, speedup) {
+        // the adaptive schedule decides while sampling: a range, and what the last adaptive run did
+        var text = 'adaptive: decided while sampling, between 1.0× and ≈' + speedup.toFixed(1) +
+            '× faster (at least ' + full + ' of ' + steps + ' steps run the whole U-Net)';
+        var last = span.dataset.adaptive ? JSON.parse(span.dataset.adaptive) : null;
+        if (last) {
+            text += '; last adaptive run (threshold ' + last.threshold + ', interval ' + last.interval + '): ' +
+                last.cached + '/' + last.steps + ' steps cached, ~' + last.speedup + '×';
+        }
+        return text;
+    }
+
     function update(tab, span) {
         var stepsInput = gradioApp().querySelector('#' + tab + '_steps input[type=number]');
         var steps = stepsInput ? Math.round(parseFloat(stepsInput.value)) : NaN;
@@ -30,8 +47,9 @@
             value(tab, 'final_full_steps') || 0);
         var cost = costs[Math.min(branch, costs.length - 1)];
         var speedup = steps / (full + (steps - full) * cost);
-        span.textContent = '≈' + speedup.toFixed(1) + '× faster (estimate): ' + full + ' of ' + steps +
-            ' steps run the whole U-Net, ' + (steps - full) + ' reuse its deep features' +
+        span.textContent = (schedule(tab) === 'adaptive' ? adaptiveText(span, steps, full, speedup) :
+            '≈' + speedup.toFixed(1) + '× faster (estimate): ' + full + ' of ' + steps +
+            ' steps run the whole U-Net, ' + (steps - full) + ' reuse its deep features') +
             (steps < parseInt(span.dataset.fewSteps, 10) ? ' — ' + span.dataset.fewHint : '');
         span.title = 'Retrieval step costs: ' + span.dataset.source;
     }
@@ -49,6 +67,7 @@
                     if (!el) return;
                     el.dataset.costs = JSON.stringify(costs.costs);
                     el.dataset.source = costs.source;
+                    el.dataset.adaptive = costs.adaptive ? JSON.stringify(costs.adaptive) : '';
                     update(other, el);
                 });
             }).catch(function() {});
@@ -66,11 +85,13 @@
         var accordion = gradioApp().getElementById('script_' + tab + '_deepcache_accordion');
         if (accordion) accordion.title = help.enabled;
         var watched = [gradioApp().getElementById(tab + '_steps')].concat(
-            ['interval', 'branch', 'start', 'end', 'final_full_steps'].map(function(name) {
+            ['interval', 'branch', 'start', 'end', 'final_full_steps', 'schedule'].map(function(name) {
                 return gradioApp().getElementById('script_' + tab + '_deepcache_' + name);
             }));
         watched.forEach(function(el) {
-            if (el) el.addEventListener('input', function() { update(tab, span); refresh(tab, span); });
+            if (el) ['input', 'change'].forEach(function(event) {
+                el.addEventListener(event, function() { update(tab, span); refresh(tab, span); });
+            });
         });
         if (accordion) accordion.addEventListener('click', function() { refresh(tab, span); });
         update(tab, span);

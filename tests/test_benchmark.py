@@ -71,3 +71,24 @@ def test_the_device_synchronises_only_an_accelerator():
     assert calls == ["sync"] * 8  # at the start and end of each of the 4 turns
     assert cpu.autocast().fast_dtype == benchmark.torch.bfloat16 and cpu.name() == "cpu"
     cpu.synchronize()  # nothing to wait for
+
+
+def test_benchmark_reports_the_adaptive_probes_cost_per_pass(capsys):
+    r = run_json(capsys, "--arch", "tiny")
+    assert r["probe_s"] > 0 and r["probe_over_retrieval"] == pytest.approx(r["probe_s"] / r["engine_retrieval_s"])
+
+
+def test_sweep_reports_drift_per_cost_for_every_schedule(capsys):
+    """``--sweep``: the uncached run once, then each setting; more full passes drift less, and the analysis pairs
+    the probe's change with the deep features' true change for every step the uniform schedule caches."""
+    from deepcache import sweep
+
+    assert sweep.main(["--sweep", "--arch", "tiny", "--steps", "8", "--intervals", "2,4", "--thresholds", "0,0.3",
+                       "--bound", "4", "--analysis", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    rows = {(row["schedule"], row["interval"], row["threshold"]): row for row in r["rows"]}
+    assert len(rows) == 6
+    assert rows[("uniform", 2, None)]["full_passes"] == 4 and rows[("uniform", 4, None)]["full_passes"] == 2
+    assert rows[("uniform", 2, None)]["drift"] < rows[("uniform", 4, None)]["drift"]
+    assert rows[("adaptive", 4, 0.0)]["full_passes"] == 8 and rows[("adaptive", 4, 0.0)]["drift"] == 0
+    assert len(r["analysis"]["points"]) == 6 and -1 <= r["analysis"]["spearman"] <= 1

@@ -276,3 +276,24 @@ def test_a_second_engine_on_a_hooked_unet_is_refused_and_nothing_is_left_behind(
     assert second.installed and block_state(unet) != before
     second.uninstall()
     assert block_state(unet) == before
+
+
+@pytest.mark.parametrize("schedule", [SCHEDULE, None], ids=["with schedule", "without"])
+def test_a_call_at_a_timestep_that_is_not_a_number_stays_in_its_step(tiny_unet, schedule):
+    """Forge Neo's "DPM++ 2s a RF" makes its second evaluation of every step at a noise level computed as
+    log((1 - sigma) / sigma): not a number for an SD U-Net's sigmas. That call belongs to the step of the call
+    before it, so the run caches as planned instead of starting over at every such call."""
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 32)
+    engine.begin_run(ON, 6, schedule)
+    modes = []
+    for t in [900, 800, 700, 600, 500, 400]:
+        for call_t in (t, float("nan")):
+            before = engine.stats.cached_passes
+            unet_call(tiny_unet, x, call_t, ctx)
+            modes.append("R" if engine.stats.cached_passes > before else "F")
+    stats = engine.end_run()
+    engine.uninstall()
+    assert "".join(modes) == "FFRRRRFFRRRR"
+    assert (stats.cached_steps, stats.partly_cached_steps) == (4, 0)

@@ -179,3 +179,19 @@ def test_a_wrapper_swapped_in_after_the_first_denoiser_call_is_still_reported(pi
     p, out, _ = sample_with(Session(ForgeAdapter()), forge_model(), late=spectrum_after_ours)
     assert "replaced the U-Net function wrapper" in p.extra_generation_params["DeepCache error"]
     assert "DeepCache" not in p.extra_generation_params
+
+
+def test_a_stand_down_is_said_once_per_generation(pipe, forge_model, monkeypatch, capsys):
+    """A user who turns Spectrum on in a later generation sees the console say why DeepCache did nothing, for that
+    generation too; the batches of one generation say it once."""
+    monkeypatch.setattr(pipe.unet, "config", {"model_channels": 32}, raising=False)
+    session = Session(ForgeAdapter())
+    for _ in range(3):
+        sample_with(session, forge_model(), spectrum_after_ours)
+    p = session.p  # a second batch of the last generation: another sampling run of the same p
+    session.before_sampling(p, hires=False)
+    p.sd_model.forge_objects.unet = spectrum_after_ours(p.sd_model.forge_objects.unet)
+    session.begin_run(len(SIGMAS), None)
+    session.after_sampling(p)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "replaced DeepCache's without calling it" in line]
+    assert len(lines) == 3, lines

@@ -1,5 +1,6 @@
 """The glue that needs no webui: args, X/Y/Z axes, the session lifecycle and the A1111 adapter, with small
 doubles of the webui objects (tests/webui_doubles.py) around a real U-Net and real k-diffusion sigmas."""
+import contextlib
 import copy
 import re
 import types
@@ -63,7 +64,9 @@ def test_axes_are_added_once():
     assert add_axes(grid) and not add_axes(grid)
     labels = [o.label for o in grid.axis_options[1:]]
     assert labels == ["[DeepCache] Enabled", "[DeepCache] Interval", "[DeepCache] Branch", "[DeepCache] Start",
-                      "[DeepCache] End"] and len(labels) == len(AXIS_PARAMS)
+                      "[DeepCache] End", "[DeepCache] Schedule", "[DeepCache] Threshold"]
+    assert len(labels) == len(AXIS_PARAMS)
+    assert grid.axis_options[6].choices() == ["uniform", "non-uniform", "adaptive"]
     cell = types.SimpleNamespace()
     grid.axis_options[1].apply(cell, "False", ["True", "False"])
     assert cell.deepcache_overrides == {"enabled": False}
@@ -106,8 +109,14 @@ def generation(webui, args, steps=9, session=None, before_first_step=None, sampl
     return p, session, latent
 
 
-def sample(webui, session, p, steps, before_first_step=None, seed=0):
-    """One sampling run of ``p`` (a batch) with the script's hooks around it; returns the final latent."""
+class Interrupted(Exception):
+    """``sd_samplers_common.InterruptedException``: the webui's step callback raises it once the user interrupts;
+    the sampler catches it and goes on with the last latent."""
+
+
+def sample(webui, session, p, steps, before_first_step=None, seed=0, interrupt_after=None):
+    """One sampling run of ``p`` (a batch) with the script's hooks around it; returns the final latent.
+    ``interrupt_after``: the user presses Interrupt during that many-th step."""
     session.before_sampling(p, hires=False)
     if before_first_step is not None:
         before_first_step()
@@ -122,9 +131,19 @@ def sample(webui, session, p, steps, before_first_step=None, seed=0):
     cond, _ = webui.pipe.conditioning(1)
     torch.manual_seed(seed)  # ancestral samplers draw their noise from it
     function = getattr(webui.pipe.k.sampling, p.sampler.funcname)
-    with torch.no_grad():
+    latent = None
+
+    def callback(d):
+        nonlocal latent
+        latent = d["x"]
+        if interrupt_after is not None and d["i"] + 1 >= interrupt_after:
+            webui.shared.state.interrupted = True
+        if getattr(webui.shared.state, "interrupted", False):
+            raise Interrupted
+
+    with torch.no_grad(), contextlib.suppress(Interrupted):
         latent = function(model, webui.pipe.noise(1, 64, seed=seed) * sigmas[0], sigmas, extra_args={"cond": cond},
-                          disable=True)
+                          disable=True, callback=callback)
     session.after_sampling(p)
     return latent
 
@@ -325,3 +344,26 @@ def test_a_two_evaluation_sampler_the_webui_does_not_mark_says_what_was_cached(w
     assert int(passes.split("/")[0]) > int(steps.split("/")[0])
     marked, _, _ = generation(webui, [True, 3, 0], steps=12, sampler="dpmpp_2s_a")
     assert marked.extra_generation_params[STATS_KEY] == "8/12 steps cached"  # marked: whole steps, no passes
+
+
+def test_an_interrupted_run_counts_the_steps_it_ran(webui, capsys):
+    """Interrupt at step 9 of 60: the infotext and the console count the 9 steps that ran, not the 60 planned."""
+    p = processing(webui, 60)
+    webui.shared.state.begin()
+    session = Session(A1111Adapter())
+    session.start(p, [True, 3, 0])
+    sample(webui, session, p, 60, interrupt_after=9)
+    assert p.extra_generation_params[STATS_KEY] == "6/9 steps cached, interrupted at 9/60"
+    assert "6/9 steps cached, interrupted at 9/60, 6/9 U-Net passes from cache" in capsys.readouterr().out
+    webui.shared.state.begin()  # the next job
+    p, _, _ = generation(webui, [True, 3, 0])
+    assert p.extra_generation_params[STATS_KEY] == "6/9 steps cached"
+
+
+def test_forge_neos_unmarked_two_evaluation_sampler_counts_two_evaluations_per_step():
+    """Forge Neo lists "DPM++ 2s a RF" without ``second_order``; it evaluates twice per step like DPM++ 2S a."""
+    from deepcache.a1111 import evaluations_per_step
+
+    rf = KDiffusionSampler(None, None, "sample_dpmpp_2s_ancestral_RF")
+    assert evaluations_per_step(rf) == 2
+    assert evaluations_per_step(KDiffusionSampler(None, None, "sample_euler")) is None

@@ -27,3 +27,9 @@ def test_one_version_named_by_the_changelog_and_the_package_metadata():
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in pyproject and 'attr = "deepcache.__version__"' in pyproject
     assert (Path(__file__).parents[1] / "LICENSE").read_text().lstrip().startswith("Apache License")
+
+
+def test_the_api_table_is_the_generated_one():
+    from deepcache.params import api_table
+
+    assert api_table() in README

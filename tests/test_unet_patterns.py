@@ -358,3 +358,36 @@ def test_two_block_sequences_in_one_unet_call_are_two_passes(tiny_unet):
         engine.uninstall()
     assert (stats.full_passes, stats.cached_passes) == (2 * 2, 2 * 4)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(alone, both))
+
+
+@pytest.mark.parametrize("graph_break", [False, True], ids=["whole U-Net", "graph break in the block loop"])
+def test_a_compiled_unet_compiles_nothing_new_in_later_generations(graph_break):
+    """The webui installs a new engine at every generation (and uninstalls it after); a compiled U-Net (Forge
+    Neo's Torch Compile, a user's torch.compile) then reuses the frames compiled in the first generation: the
+    second and third compile no frame and recompile none of DeepCache's wrappers."""
+    dynamo = pytest.importorskip("torch._dynamo")
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list as cache_entries
+
+    unet = build_unet("tiny")
+    if graph_break:
+        unet.input_blocks[3].register_forward_pre_hook(lambda module, args: dynamo.graph_break())
+    pipe = Pipeline(unet)
+    params = DeepCacheParams(enabled=True, interval=3)
+    schedule = pipe.timestep_schedule(pipe.sigmas("euler", STEPS))
+    blocks = list(unet.input_blocks) + [unet.middle_block] + list(unet.output_blocks)
+    dynamo.reset()
+    frames, entries, cached = [], [], []
+    try:
+        for _ in range(3):
+            engine = DeepCacheEngine()
+            engine.install(unet)
+            _, stats = compiled_runs(unet, pipe, engine, params, schedule, runs=1)
+            entries.append(sorted(len(cache_entries(block.forward.__code__)) for block in blocks))
+            engine.uninstall()
+            frames.append(dynamo.utils.counters["frames"]["total"])
+            cached.append(stats.cached_passes)
+    finally:
+        dynamo.reset()
+    assert cached == [8, 8, 8]
+    assert frames[0] > 0 and frames[1] == frames[2] == frames[0], frames
+    assert entries[1] == entries[2] == entries[0], entries

@@ -21,15 +21,18 @@ def install_modules(sd_model: Any) -> types.SimpleNamespace:
 
 
 class State:
-    """``shared.state``: ``begin()`` starts a job (an API request, a Generate click) and stamps ``time_start``."""
+    """``shared.state``: ``begin()`` starts a job (an API request, a Generate click), stamps ``time_start`` and clears
+    ``interrupted`` / ``skipped``."""
 
     def __init__(self) -> None:
         self.time_start: float | None = None
         self.jobs = 0
+        self.interrupted = self.skipped = False  # set by Interrupt / Skip, until the next job begins
 
     def begin(self) -> None:
         self.jobs += 1
         self.time_start = 1.7e9 + self.jobs  # time.time() of a later request
+        self.interrupted = self.skipped = False
 
 
 def defined_in(path: str, source: str, name: str, **namespace: Any) -> Any:

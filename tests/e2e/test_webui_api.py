@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from webui_client import BRANCH_LIMIT, CACHED, OTHER, SIZE, STEPS, parse_infotext, png_base64
+from webui_client import BRANCH_LIMIT, CACHED, OTHER, SIZE, STEPS, ServerLog, parse_infotext, png_base64
 
 from deepcache.params import DeepCacheParams
 
@@ -191,6 +191,48 @@ def test_interrupt_leaves_no_hook_behind(webui, baseline):
     webui.request("/sdapi/v1/interrupt", {})
     thread.join()
     assert webui.txt2img().pixels() == baseline.pixels()
+
+
+INTERRUPTED = re.compile(r"DeepCache: \"?(\d+)/(\d+) steps cached, interrupted at (\d+)/(\d+)")
+
+
+def test_an_interrupted_run_counts_the_steps_it_ran(webui, baseline):
+    """Interrupt a 150-step run once a few steps have run: the infotext and the console count the steps that ran
+    (``k/n steps cached, interrupted at n/150``), not the 150 planned; the next generation is as before."""
+    log = ServerLog()
+    results = []
+    thread = threading.Thread(target=lambda: results.append(webui.txt2img(ON, steps=150)))
+    thread.start()
+    deadline = time.time() + 600
+    while time.time() < deadline and thread.is_alive():
+        if webui.request("/sdapi/v1/progress?skip_current_image=true").body["state"]["sampling_step"] >= 4:
+            break
+        time.sleep(0.05)
+    webui.request("/sdapi/v1/interrupt", {})
+    thread.join()
+    match = INTERRUPTED.search(results[0].infotext)
+    assert match, results[0].infotext
+    cached, ran, at, planned = map(int, match.groups())
+    assert ran == at and 4 <= ran < planned == 150 and cached == ran - len(range(0, ran, 3))
+    if log:
+        assert f"{cached}/{ran} steps cached, interrupted at {ran}/150" in log.text()
+    assert webui.txt2img().pixels() == baseline.pixels()
+
+
+TWO_EVALUATIONS = ["Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2s a RF"]
+
+
+@pytest.mark.parametrize("sampler", TWO_EVALUATIONS)
+def test_a_two_evaluation_sampler_caches_whole_steps_as_euler_does(webui, sampler):
+    """Both evaluations of a step follow its plan: the same cached steps as Euler, no step cached in part (the
+    infotext would add the passes). Forge Neo's "DPM++ 2s a RF" is not marked second-order by the webui."""
+    names = {s["name"] for s in webui.request("/sdapi/v1/samplers").body}
+    if sampler not in names:
+        pytest.skip(f"{sampler} is not offered by this webui")
+    euler = webui.txt2img(ON, steps=6, scheduler="Automatic")
+    result = webui.txt2img(ON, steps=6, sampler_name=sampler, scheduler="Automatic")
+    assert CACHED.search(result.infotext).group() == CACHED.search(euler.infotext).group(), result.infotext
+    assert "U-Net passes from cache" not in result.infotext
 
 
 def other_checkpoint(webui) -> str:

@@ -11,6 +11,7 @@ DeepCache's code."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from webui_client import CACHED, ServerLog, png_base64
@@ -64,6 +65,47 @@ def test_a_compiled_unet_is_cached_without_dynamo_giving_up_on_deepcache(webui):
     if log:
         text = log.text()
         assert not re.search(r"recompile_limit.*\n.*function: '\w+' \(.*deepcache", text), text[-3000:]
+
+
+def test_a_stand_down_is_said_at_every_generation(webui):
+    """Spectrum on in three generations: the console says at each one, in one line, why DeepCache did nothing (it
+    said so only at the first in the server's life before 1.1.0)."""
+    spectrum = {SPECTRUM: {"args": [True] + script_defaults(webui, SPECTRUM)[1:]}}
+    log = ServerLog()
+    if not log:
+        pytest.skip("WEBUI_LOG is not set: the console cannot be read")
+    for _ in range(3):
+        webui.txt2img([True, 3, 0], steps=6, alwayson_scripts=dict(spectrum))
+    lines = [line for line in log.text().splitlines() if "[DeepCache]" in line and "another U-Net cache" in line]
+    assert len(lines) == 3, lines
+
+
+RECOMPILING = re.compile(r"Recompiling function (deepcache_\w+)")
+
+
+def test_a_compiled_unet_compiles_deepcache_once_per_model(webui):
+    """Torch Compile Integrated (its guard_filter_fn preset, inductor), three generations in a row: the second and
+    third compile nothing new in DeepCache's code (each wrapper's code object is the same at every install, and
+    what it reads is guarded by value), so they take about as long as each other. Needs the server started with
+    ``TORCH_LOGS=recompiles`` and ``WEBUI_LOG``."""
+    script_defaults(webui, COMPILE)
+    log = ServerLog()
+    if not log:
+        pytest.skip("WEBUI_LOG is not set: dynamo's recompile log cannot be read")
+    marks, seconds, results = [], [], []
+    try:
+        for _ in range(3):
+            started = time.perf_counter()
+            compile_on = {COMPILE: {"args": ["guard_filter_fn"]}}
+            results.append(webui.txt2img([True, 3, 0], steps=10, alwayson_scripts=compile_on))
+            seconds.append(time.perf_counter() - started)
+            marks.append(len(RECOMPILING.findall(log.text())))
+    finally:
+        webui.txt2img([False], alwayson_scripts={COMPILE: {"args": ["Disable"]}})
+    print(f"compiled generations: {[round(s, 1) for s in seconds]} s; DeepCache recompiles so far: {marks}")
+    assert marks[2] == marks[1] == marks[0], marks  # nothing recompiled after the first generation
+    assert all(CACHED.search(r.infotext).group() == CACHED.search(results[0].infotext).group() for r in results)
+    assert abs(seconds[2] - seconds[1]) < 0.25 * max(seconds[1:]), seconds
 
 
 # built-in: (script name, its arguments where they differ from the script's defaults, request fields)

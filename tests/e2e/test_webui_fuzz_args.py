@@ -23,7 +23,8 @@ NAMES = [spec.name for spec in PARAM_SPECS]
 ATOMS: list[Any] = [
     True, False, None, 0, 1, -1, 3, 7, 11, 12, 50, 51, 100, 2**31, 2**63 - 1, 10**400, -10**30, 0.5, 1.5, 2.0, 1e308,
     -0.0, 1e-300, "", " ", "3", " 3 ", "3.0", "1e1", "true", "false", "TRUE", "yes", "\u0663", "\uff13", "3_0",
-    "inf", "nan", "0x3", "\u00e9\u00e8", "\U0001f600", "uniform", "non-uniform", "own", "off", "same", "x" * 2000,
+    "inf", "nan", "0x3", "\u00e9\u00e8", "\U0001f600", "uniform", "non-uniform", "adaptive", "own", "off", "same",
+    "x" * 2000,
     [], [3], {}, {"a": 1}, [[[]]],
 ]
 

@@ -1,0 +1,116 @@
+"""Where cached features live: one ``Slot`` per kind of U-Net call, kept in the run's ``SlotStore``.
+
+A slot holds what a retrieval pass of its kind of call needs: the tensor the cached block produced on the slot's
+last full pass, what every other skipped block returns (zeros of its real output's shape, one tensor per shape for
+the whole run) and the input shapes a retrieval compares with the full pass. Calls that carry slices of the
+denoiser batch (AnimateDiff's windows) also record, per row, which slot holds that row's features, so a call that
+groups the rows differently on a retrieval step can gather them (``rows``).
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+from .rows import RowKey
+
+Role = tuple[str, int]  # ("in", i), ("mid", 0) or ("out", j)
+
+
+def with_rows(shape: torch.Size, rows: int) -> torch.Size:
+    return torch.Size((rows, *shape[1:]))
+
+
+@dataclass
+class Slot:
+    """What one kind of U-Net call (the denoiser rows it carries and its place among the step's calls with those
+    rows, tag, input shape/dtype/device) needs on a retrieval.
+
+    ``shapes`` and ``inputs`` hold a key for every block from the start, and ``skipped`` is filled between passes,
+    so a compiled U-Net sees dicts of one layout on every pass and never recompiles for them."""
+
+    shapes: dict[Role, tuple[torch.Size, torch.dtype] | None]  # each block's output on the last full pass
+    inputs: dict[Role, torch.Size | None]  # each block's input shape on the last full pass
+    cached: torch.Tensor | None = None
+    probe: torch.Tensor | None = None  # the adaptive schedule's probe on the last full pass (``refresh``)
+    skipped: dict[Role, torch.Tensor] = field(default_factory=dict)  # what each skipped block returns
+    satellite_shapes: dict[Hashable, tuple[torch.Size, torch.dtype]] = field(default_factory=dict)
+    refreshed_step: int = -1
+    segment: int = -1
+
+    def fresh(self, since: int, segment: int) -> bool:
+        """It holds features of a full pass made at step ``since`` or later, in segment ``segment``."""
+        return self.cached is not None and self.segment == segment and self.refreshed_step >= since
+
+
+class SlotStore:
+    """The slots of one run, the zero tensors their skipped blocks return, and which slot holds each row."""
+
+    def __init__(self, roles: tuple[Role, ...], skipped_roles: frozenset[Role]) -> None:
+        self.roles = roles
+        self.skipped_roles = skipped_roles  # blocks that return zeros on a retrieval (not computed, not cached)
+        self.slots: dict[Hashable, Slot] = {}
+        self.zeros: dict[tuple, torch.Tensor] = {}  # one zero tensor per shape, for skipped blocks
+        self.row_sources: dict[RowKey, tuple[Slot, int]] = {}  # a row's slot and place in it
+
+    def slot(self, key: Hashable) -> Slot:
+        """The slot of calls of kind ``key``, empty the first time."""
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = Slot(dict.fromkeys(self.roles), dict.fromkeys(self.roles))
+        return slot
+
+    def refreshed(self, slot: Slot, step: int, segment: int, row_keys: tuple[RowKey, ...] | None) -> None:
+        """A full pass of ``slot`` ended at ``step``: its features serve retrievals from now on."""
+        if slot.cached is None or None in slot.shapes.values():
+            return
+        slot.refreshed_step, slot.segment = step, segment
+        self._fill_skipped(slot)
+        for index, key in enumerate(row_keys or ()):
+            self.row_sources[key] = (slot, index)
+
+    def gather(self, slot: Slot, keys: tuple[RowKey, ...], since: int, segment: int) -> bool:
+        """Fill ``slot`` with each of its rows' features from whichever call carried that row on the full step:
+        AnimateDiff's windows move to other frames at every step, yet every frame was in some window then. False
+        (the call runs in full) when a row was in no call of that step."""
+        sources = [self.row_sources.get(key) for key in keys]
+        if any(source is None or not source[0].fresh(since, segment) for source in sources):
+            return False
+        donor, n = sources[0][0], len(keys)
+        slot.shapes = {role: (with_rows(shape, n), dtype) for role, (shape, dtype) in donor.shapes.items()}
+        slot.inputs = {role: with_rows(shape, n) for role, shape in donor.inputs.items()}
+        slot.satellite_shapes = {key: (with_rows(shape, n), dtype)
+                                 for key, (shape, dtype) in donor.satellite_shapes.items()}
+        slot.cached = torch.stack([source.cached[index] for source, index in sources])
+        probes = [source.probe for source, _ in sources]
+        slot.probe = None if None in probes else torch.stack([probe[index] for probe, (_, index) in
+                                                              zip(probes, sources)])
+        slot.refreshed_step = min(source.refreshed_step for source, _ in sources)
+        slot.segment = donor.segment
+        self._fill_skipped(slot)
+        return True
+
+    def drop_sliced(self) -> None:
+        """A full step begins: the slots of sliced calls (one per grouping of rows, and AnimateDiff's windows take
+        new groupings all the time) are refilled by this step's calls, so the old ones go rather than pile up."""
+        self.slots = {key: slot for key, slot in self.slots.items() if key[0] is None}
+        self.row_sources.clear()
+
+    def clear(self) -> None:
+        """Forget every cached tensor (the model's weights changed under them)."""
+        self.slots.clear()
+        self.row_sources.clear()
+
+    def _fill_skipped(self, slot: Slot) -> None:
+        slot.skipped = {role: self._zeros(*slot.shapes[role], slot.cached.device)
+                        for role in self.roles if role in self.skipped_roles}
+
+    def _zeros(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """What a skipped block returns: only other skipped blocks read it, so one tensor per shape serves every
+        skipped block of every retrieval pass of the run (no allocation per block per pass)."""
+        key = (shape, dtype, device)
+        zeros = self.zeros.get(key)
+        if zeros is None:
+            zeros = self.zeros[key] = torch.zeros(shape, dtype=dtype, device=device)
+        return zeros
