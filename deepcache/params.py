@@ -140,7 +140,7 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("hr_end", float, 1.0, "DeepCache hires end", "Hires pass end (hires 'own').",
               0.0, 1.0, 0.01, advanced=True),
     # new parameters go at the end: API clients pass args by position
-    ParamSpec("threshold", float, 0.1, "DeepCache threshold",
+    ParamSpec("threshold", float, 0.5, "DeepCache threshold",
               "Adaptive schedule: how far the shallow features may move (relative mean change) before a step "
               "refreshes the cache; lower keeps more detail and caches fewer steps.", 0.0, 2.0, 0.01,
               advanced=True),
@@ -167,7 +167,7 @@ class DeepCacheParams:
     hr_branch: int = 0
     hr_start: float = 0.0
     hr_end: float = 1.0
-    threshold: float = 0.1
+    threshold: float = 0.5
 
     def __post_init__(self) -> None:
         for spec in PARAM_SPECS:

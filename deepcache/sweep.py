@@ -4,7 +4,10 @@ The uncached sampling is run once; then each schedule over a range of settings (
 intervals, adaptive over thresholds with its interval as the bound). For each setting: the U-Net passes run in full
 (the cost: a retrieval pass costs a few percent of a full one) and the drift of the final latent from the uncached
 one (mean |Δ|, and relative to mean |latent|). With random weights this is drift from the uncached run, not image
-quality. ``--analysis`` adds the probe's worth: on the uncached run, for every step the uniform schedule would
+quality. ``forecast`` (in ``--schedules``) evaluates an idea the engine does not ship: the uniform schedule whose
+retrievals extrapolate the cached deep features from the slot's last two full passes, first order in the timestep
+(TaylorSeer / FoCa for DiTs), instead of reusing the last one as is. ``--analysis`` adds the probe's worth: on the
+uncached run, for every step the uniform schedule would
 cache, the probe's change since the last full step against the true change of the deep features that a retrieval
 would reuse, and their correlation.
 """
@@ -40,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="uniform / non-uniform intervals (comma-separated)")
     ap.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)), help="adaptive thresholds")
     ap.add_argument("--bound", type=int, default=6, help="adaptive: its interval, the most steps between full ones")
-    ap.add_argument("--schedules", default="uniform,non-uniform,adaptive")
+    ap.add_argument("--schedules", default="uniform,non-uniform,forecast,adaptive")
     ap.add_argument("--seeds", type=int, default=1, help="images (seeds) per setting; drift is their mean")
     ap.add_argument("--analysis", action="store_true", help="add the probe-correlation analysis")
     ap.add_argument("--plot", metavar="PNG", help="full passes vs drift, one line per schedule")
@@ -49,13 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def settings(a: argparse.Namespace) -> list[DeepCacheParams]:
+def settings(a: argparse.Namespace) -> list[tuple[str, DeepCacheParams]]:
+    """Each setting to run, with its row's schedule name (``forecast`` runs the uniform schedule)."""
     base = DeepCacheParams(enabled=True, branch=a.branch)
     chosen = a.schedules.split(",")
-    out = [base.replace(schedule=s, interval=int(i)) for s in ("uniform", "non-uniform") if s in chosen
-           for i in a.intervals.split(",")]
+    out = [(s, base.replace(schedule="uniform" if s == "forecast" else s, interval=int(i)))
+           for s in ("uniform", "non-uniform", "forecast") if s in chosen for i in a.intervals.split(",")]
     if "adaptive" in chosen:
-        out += [base.replace(schedule="adaptive", interval=a.bound, threshold=float(t))
+        out += [("adaptive", base.replace(schedule="adaptive", interval=a.bound, threshold=float(t)))
                 for t in a.thresholds.split(",")]
     return out
 
@@ -71,9 +75,10 @@ def sweep(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     references = [pipe.sample(a.sampler, a.steps, size=a.size, seed=seed) for seed in seeds]
     scale = sum(float(r.abs().mean()) for r in references) / len(references)
     rows = []
-    for params in settings(a):
+    for name, params in settings(a):
         engine = DeepCacheEngine()
         engine.install(unet)
+        hook = forecasting(engine, unet, params.branch) if name == "forecast" else None
         drifts, full, cached, steps_cached = [], 0, 0, 0
         for seed, reference in zip(seeds, references):
             engine.begin_run(params, a.steps, schedule)
@@ -83,9 +88,11 @@ def sweep(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
             full, cached, steps_cached = full + stats.full_passes, cached + stats.cached_passes, \
                 steps_cached + stats.cached_steps
         engine.uninstall()
+        if hook is not None:
+            hook.remove()
         drift = sum(drifts) / len(drifts)
-        row = {"schedule": params.schedule, "interval": params.interval,
-               "threshold": params.threshold if params.schedule == "adaptive" else None,
+        row = {"schedule": name, "interval": params.interval,
+               "threshold": params.threshold if name == "adaptive" else None,
                "full_passes": full / len(drifts), "cached_passes": cached / len(drifts),
                "cached_steps": steps_cached / len(drifts), "drift": drift, "relative_drift": drift / scale}
         rows.append(row)
@@ -96,6 +103,27 @@ def sweep(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     if a.analysis:
         result["analysis"] = probe_analysis(unet, pipe, a, schedule)
     return result
+
+
+def forecasting(engine: DeepCacheEngine, unet: torch.nn.Module, branch: int) -> Any:
+    """A forward hook on the block whose output a retrieval reuses: on full passes it keeps the slot's last two
+    outputs and their timesteps, on retrievals it returns their first-order extrapolation to the call's timestep."""
+    n = len(unet.input_blocks)
+    provider = unet.output_blocks[n - 2 - branch] if branch < n - 1 else unet.middle_block
+    history: dict[int, list[tuple[float, torch.Tensor]]] = {}
+
+    def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        p, t = engine.current_pass(), engine._run.clock.last_t
+        kept = history.setdefault(id(p.slot), [])
+        if not p.retrieve:
+            kept[:] = (kept + [(t, out.detach().clone())])[-2:]
+            return out
+        if len(kept) < 2 or kept[1][0] == kept[0][0]:
+            return out
+        (t0, f0), (t1, f1) = kept
+        return f1 + (t - t1) / (t1 - t0) * (f1 - f0)
+
+    return provider.register_forward_hook(hook)
 
 
 def drift_at(rows: list[dict[str, Any]], full_passes: float) -> float | None:

@@ -10,7 +10,7 @@ from webui_client import CACHED, STEPS, ServerLog, parse_infotext
 
 from deepcache.params import DeepCacheParams
 
-ADAPTIVE = DeepCacheParams(enabled=True, interval=4, schedule="adaptive", threshold=0.5)
+ADAPTIVE = DeepCacheParams(enabled=True, interval=4, schedule="adaptive", threshold=0.3)
 
 
 def adaptive(**changes) -> list:
@@ -26,7 +26,7 @@ def test_adaptive_caches_says_so_and_pastes_back(webui):
     result = webui.txt2img(adaptive())
     cached, steps = cached_steps(result.infotext)
     assert steps == STEPS and 0 < cached <= STEPS - len(range(0, STEPS, 4))  # never fewer full steps than the bound
-    assert "DeepCache schedule: adaptive" in result.infotext and "DeepCache threshold: 0.5" in result.infotext
+    assert "DeepCache schedule: adaptive" in result.infotext and "DeepCache threshold: 0.3" in result.infotext
     assert DeepCacheParams.from_infotext(parse_infotext(webui, result.infotext)) == ADAPTIVE
 
 
