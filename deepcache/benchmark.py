@@ -473,11 +473,17 @@ def write_plot(r: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
-    result = measure(a, log=(lambda msg: None) if a.json else (lambda msg: print(f"[deepcache] {msg}",
+def run_cli(a: argparse.Namespace, compute: Callable[..., dict[str, Any]],
+            table: Callable[[dict[str, Any]], str], plot: Callable[[dict[str, Any], str], None]) -> int:
+    """What ``python -m deepcache`` does with any of its harnesses: compute (progress on stderr unless ``--json``),
+    plot if asked, print the table or the JSON."""
+    result = compute(a, log=(lambda msg: None) if a.json else (lambda msg: print(f"[deepcache] {msg}",
                                                                                    file=sys.stderr, flush=True)))
     if a.plot:
-        write_plot(result, a.plot)
-    print(json.dumps(result, indent=1) if a.json else format_table(result))
+        plot(result, a.plot)
+    print(json.dumps(result, indent=1) if a.json else table(result))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(parse_args(argv), measure, format_table, write_plot)

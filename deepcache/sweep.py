@@ -14,13 +14,12 @@ would reuse, and their correlation.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from typing import Any
 
 import torch
 
+from .benchmark import run_cli
 from .engine import DeepCacheEngine
 from .params import DeepCacheParams
 from .refresh import relative_change
@@ -253,10 +252,4 @@ def write_plot(r: dict[str, Any], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
-    result = sweep(a, log=(lambda msg: None) if a.json else (lambda msg: print(f"[deepcache] {msg}",
-                                                                               file=sys.stderr, flush=True)))
-    if a.plot:
-        write_plot(result, a.plot)
-    print(json.dumps(result, indent=1) if a.json else format_table(result))
-    return 0
+    return run_cli(parse_args(argv), sweep, format_table, write_plot)
