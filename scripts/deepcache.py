@@ -120,12 +120,19 @@ def on_ui_settings() -> None:
         True, "Print DeepCache stats to the console after each sampling run", section=SETTINGS_SECTION))
 
 
-def on_before_ui() -> None:
+def add_xyz_axes() -> None:
+    """Our X/Y/Z axes, once the X/Y/Z script is loaded. Called when this script is imported too: an API-only
+    server (``--nowebui``) builds the X/Y/Z script's axis list before ``before_ui`` fires, and an axis added later
+    is missing from it (the webui's X/Y/Z script is loaded before the extensions' scripts)."""
     xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
     if xyz is not None:
         from sd_webui_deepcache_engine.xyz import add_axes
 
         add_axes(xyz)
+
+
+def on_before_ui() -> None:
+    add_xyz_axes()
     peers = peer_extensions((d.path for d in scripts.scripts_data), Path(__file__).resolve().parent.parent)
     if peers:
         session.warn(f"another DeepCache extension is installed: {', '.join(peers)}. API requests for 'DeepCache' "
@@ -133,6 +140,7 @@ def on_before_ui() -> None:
                      "without this one's cache)")
 
 
+add_xyz_axes()
 script_callbacks.on_ui_settings(on_ui_settings)
 script_callbacks.on_before_ui(on_before_ui)
 script_callbacks.on_app_started(on_app_started)
