@@ -87,20 +87,20 @@ class Run:
         clock, store = self.clock, self.store
         before = (clock.step, clock.segment)
         step = clock.locate(t, evaluation_step)
+        planned_full = step >= len(self.plan) or self.plan[step]
+        since = self.last_full[min(step, len(self.plan) - 1)]
+        deciding = False
+        if self.refresh is not None:  # the adaptive schedule: decided, forced full, or decided by this call's probe
+            full = self.refresh.step_is_full(clock.segment, step, planned_full)
+            planned_full, deciding, since = bool(full), full is None, self.refresh.latest_full
         if (step, clock.segment) != before:
             self.calls_in_step.clear()
-            if step < len(self.plan) and self.plan[step]:
+            if planned_full:
                 store.drop_sliced()
         rows = batch.rows_of(x) if batch is not None else None
         nth = self.calls_in_step[rows] = self.calls_in_step.get(rows, -1) + 1
         slot = store.slot((rows, nth, tag, tuple(x.shape), x.dtype, x.device))
         keys = None if rows is None else row_keys(rows, (nth, tag, tuple(x.shape[1:]), x.dtype, x.device))
-        planned_full = step >= len(self.plan) or self.plan[step]
-        since = self.last_full[min(step, len(self.plan) - 1)]
-        deciding = False
-        if self.refresh is not None:
-            full = self.refresh.step_is_full(clock.segment, step, planned_full)
-            planned_full, deciding, since = bool(full), full is None, self.refresh.latest_full
         fresh = slot.fresh(since, clock.segment) or (
             not planned_full and keys is not None and store.gather(slot, keys, since, clock.segment))
         if deciding and not fresh:  # nothing to compare with: the step runs in full

@@ -59,11 +59,45 @@ def main() -> int:
         for expected in ("DeepCache: 15/20 steps cached", "DeepCache interval: 4"):
             if expected not in info:
                 problems.append(f"{expected!r} missing from the infotext")
+        problems += adaptive_schedule(page)
         browser.close()
     for problem in problems:
         print("FAIL:", problem, file=sys.stderr)
     print("UI check:", "failed" if problems else "passed")
     return 1 if problems else 0
+
+
+def adaptive_schedule(page) -> list[str]:
+    """Advanced -> Schedule -> adaptive shows the threshold slider (hidden before), the estimate turns into a range,
+    a generation says so in its infotext, and the estimate then shows that run's count."""
+    problems = []
+    page.locator(f"{PREFIX}advanced").first.click()
+    page.wait_for_timeout(300)
+    threshold = page.locator(f"{PREFIX}threshold").first
+    if threshold.is_visible():
+        problems.append("the threshold slider is shown with the uniform schedule")
+    page.locator(f"{PREFIX}schedule label", has_text="adaptive").first.click()
+    page.wait_for_timeout(500)
+    if not threshold.is_visible():
+        problems.append("choosing the adaptive schedule did not show the threshold slider")
+    estimate = page.inner_text(f"{PREFIX}estimate")
+    print("adaptive estimate:", estimate)
+    if "adaptive: decided while sampling" not in estimate:
+        problems.append(f"the estimate does not give a range for the adaptive schedule: {estimate!r}")
+    page.click("#txt2img_generate")
+    page.wait_for_function("() => (document.querySelector('#html_info_txt2img') || {}).innerText"
+                           "?.includes('DeepCache schedule: adaptive')", timeout=300_000)
+    info = page.inner_text("#html_info_txt2img")
+    print("adaptive infotext:", info.replace("\n", " | "))
+    page.wait_for_timeout(3500)  # the estimate refreshes its costs at most every 3 s
+    page.locator(f"{PREFIX}interval input[type=number]").first.press("Enter")
+    page.wait_for_timeout(1500)
+    estimate = page.inner_text(f"{PREFIX}estimate")
+    print("estimate after the run:", estimate)
+    if "last adaptive run" not in estimate:
+        problems.append(f"the estimate does not show the last adaptive run: {estimate!r}")
+    page.locator(f"{PREFIX}accordion").first.screenshot(path="accordion-adaptive.png")
+    return problems
 
 
 if __name__ == "__main__":
