@@ -8,6 +8,7 @@ from .estimate import estimate_html
 from .params import PARAM_SPECS, ParamSpec
 
 MAIN_ROWS = (("interval", "branch"), ("start", "end"))
+SHOWN_AFTER = {"threshold": "schedule"}  # an advanced control shown right after the one it works with
 
 
 def control(gr: Any, spec: ParamSpec, elem_id: Callable[[str], str], value: Any = None, visible: bool = True) -> Any:
@@ -37,17 +38,25 @@ def build(gr: Any, accordion: Callable[..., Any], elem_id: Callable[[str], str],
                     made[name] = control(gr, _spec(name), elem_id, defaults.get(name))
         gr.HTML(estimate_html(costs), elem_id=elem_id("estimate"))
         with gr.Accordion("Advanced", open=False, elem_id=elem_id("advanced")):
-            for spec in PARAM_SPECS:
-                if spec.advanced:
-                    # the threshold acts on the adaptive schedule only: shown with it
-                    visible = spec.name != "threshold" or made["schedule"].value == "adaptive"
-                    made[spec.name] = control(gr, spec, elem_id, defaults.get(spec.name), visible)
+            for spec in advanced_order():
+                # the threshold acts on the adaptive schedule only: shown with it
+                visible = spec.name != "threshold" or made["schedule"].value == "adaptive"
+                made[spec.name] = control(gr, spec, elem_id, defaults.get(spec.name), visible)
     made["enabled"].change(fn=lambda: [gr.update(maximum=max_branch())] * 2, inputs=[],
                            outputs=[made["branch"], made["hr_branch"]], show_progress=False)
     # also when a pasted infotext selects the schedule
     made["schedule"].change(fn=lambda schedule: gr.update(visible=schedule == "adaptive"), inputs=[made["schedule"]],
                             outputs=[made["threshold"]], show_progress=False)
     return [made[spec.name] for spec in PARAM_SPECS]
+
+
+def advanced_order() -> list[ParamSpec]:
+    """The advanced controls in ``PARAM_SPECS`` order, except that each of ``SHOWN_AFTER`` follows its partner
+    (new parameters are appended to ``PARAM_SPECS`` for the API's positional order, not where they belong)."""
+    order = [spec for spec in PARAM_SPECS if spec.advanced and spec.name not in SHOWN_AFTER]
+    for name, after in SHOWN_AFTER.items():
+        order.insert(order.index(_spec(after)) + 1, _spec(name))
+    return order
 
 
 def _spec(name: str) -> ParamSpec:

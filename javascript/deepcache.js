@@ -1,6 +1,7 @@
 // DeepCache: a live estimate of the speed-up under the sliders, and tooltips from the parameters' help texts.
 // The numbers come from the server (deepcache/estimate.py) in the estimate element's data attributes; they are
-// refreshed from its costs route (the loaded model's family, calibrated by the last run) when a control changes.
+// refreshed from its costs route (the loaded model's family, calibrated by the last run) when a control changes
+// or a generation finishes.
 (function() {
     function value(tab, id) {
         var el = gradioApp().querySelector('#script_' + tab + '_deepcache_' + id + ' input[type=number]');
@@ -94,6 +95,13 @@
             });
         });
         if (accordion) accordion.addEventListener('click', function() { refresh(tab, span); });
+        // a finished generation writes its infotext: its run may have recalibrated the costs (or been adaptive)
+        var info = gradioApp().getElementById('html_info_' + tab);
+        if (info && typeof MutationObserver === 'function') new MutationObserver(function() {
+            lastFetch = 0;
+            refresh(tab, span);
+        })
+            .observe(info, {childList: true, subtree: true, characterData: true});
         update(tab, span);
     }
 

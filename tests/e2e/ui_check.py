@@ -89,9 +89,7 @@ def adaptive_schedule(page) -> list[str]:
                            "?.includes('DeepCache schedule: adaptive')", timeout=300_000)
     info = page.inner_text("#html_info_txt2img")
     print("adaptive infotext:", info.replace("\n", " | "))
-    page.wait_for_timeout(3500)  # the estimate refreshes its costs at most every 3 s
-    page.locator(f"{PREFIX}interval input[type=number]").first.press("Enter")
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(2000)  # the estimate refreshes itself when a generation writes its infotext
     estimate = page.inner_text(f"{PREFIX}estimate")
     print("estimate after the run:", estimate)
     if "last adaptive run" not in estimate:
