@@ -181,7 +181,10 @@ def test_tiles_and_windows_each_reuse_only_their_own_features(tiny_unet):
     assert not torch.equal(together[1][1], alone[0][1][0])  # the tiles' features do differ
 
 
-def window_calls(unet, engine, order_of_step, schedule):
+UNIFORM_3 = DeepCacheParams(enabled=True, interval=3)
+
+
+def window_calls(unet, engine, order_of_step, schedule, params=UNIFORM_3, threshold=None):
     """AnimateDiff's context windows: 4 frames, cond and uncond rows in one batch of 8, evaluated two frames at
     a time; ``order_of_step(s)`` gives the windows of step ``s`` in the order they are called. Every evaluation
     reports its whole batch first, as A1111's ``on_cfg_denoiser`` does. Returns each window's output per step."""
@@ -189,7 +192,9 @@ def window_calls(unet, engine, order_of_step, schedule):
     frames, drift = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
     cond, uncond = torch.randn(1, 4, 32, generator=g), torch.randn(1, 4, 32, generator=g)
     ctx = torch.cat([cond.expand(4, -1, -1), uncond.expand(4, -1, -1)])
-    engine.begin_run(DeepCacheParams(enabled=True, interval=3), len(schedule), schedule)
+    engine.begin_run(params, len(schedule), schedule)
+    if threshold is not None:  # the adaptive schedule's, beyond its parameter's range
+        engine._run.refresh.threshold = threshold
     outputs, slots = [], []
     with torch.no_grad():
         for s, t in enumerate(schedule):
@@ -391,3 +396,22 @@ def test_a_compiled_unet_compiles_nothing_new_in_later_generations(graph_break):
     assert cached == [8, 8, 8]
     assert frames[0] > 0 and frames[1] == frames[2] == frames[0], frames
     assert entries[1] == entries[2] == entries[0], entries
+
+
+@pytest.mark.parametrize("threshold", [0.3, float("inf")])
+def test_adaptive_windows_follow_one_decision_per_step(tiny_unet, threshold):
+    """The adaptive schedule with AnimateDiff's shifting windows: the step's first window decides for all, so no
+    step mixes full and cached passes; with a threshold nothing reaches it is the uniform schedule, call for call
+    (the windows' probes are gathered per row like their deep features)."""
+    schedule = [900.0, 800.0, 700.0, 600.0, 500.0, 400.0]
+    shift = lambda s: [[s % 4, (s + 1) % 4], [(s + 2) % 4, (s + 3) % 4]]  # noqa: E731
+    engine = DeepCacheEngine()
+    engine.install(tiny_unet)
+    adaptive, stats = window_calls(tiny_unet, engine, shift, schedule, threshold=threshold,
+                                   params=DeepCacheParams(enabled=True, interval=3, schedule="adaptive"))
+    uniform, uniform_stats = window_calls(tiny_unet, engine, shift, schedule)
+    engine.uninstall()
+    assert stats.partly_cached_steps == 0 and stats.cached_passes == 2 * stats.cached_steps
+    if threshold == float("inf"):
+        assert stats.steps_with_cached_pass == uniform_stats.steps_with_cached_pass == {1, 2, 4, 5}
+        assert all(torch.equal(a[w], u[w]) for a, u in zip(adaptive, uniform) for w in a)
