@@ -7,9 +7,9 @@ Every block of the U-Net stays a block: DeepCache sets an instance ``forward`` o
 function instead, that call site routes them (``blockhooks``). A forward pre-hook on the U-Net reads each
 call's timestep and opens its pass.
 
-The rooms: ``clock`` places a call in a sampler step, ``passes`` decides each pass, ``slots`` keeps what a
-retrieval reuses, ``blocks`` serves a block from cache; this module connects them to the model and the webui's
-reports.
+The rooms: ``clock`` places a call in a sampler step, ``passes`` decides each pass (``refresh`` for the adaptive
+schedule), ``slots`` keeps what a retrieval reuses, ``blocks`` serves a block from cache; this module connects them
+to the model and the webui's reports.
 """
 from __future__ import annotations
 
