@@ -200,14 +200,7 @@ class Session:
         """``stand_down``: another extension decides this run's U-Net calls (a cache, a wrapper in DeepCache's
         place). That depends on what the user turned on for this generation, so the console says it once per
         generation; what cannot change between images (an unsupported model) is said once per process."""
-        message = f"{error}; generating without DeepCache"
-        if stand_down:
-            log.debug(message)
-            if message not in self.told:
-                self.told.add(message)
-                print(f"[DeepCache] {message}")
-        else:
-            self.warn(message)
+        self.warn(f"{error}; generating without DeepCache", self.told if stand_down else self.warned)
         self.generation_params[ERROR_KEY] = str(error).replace(",", ";")
         self.generation_params.pop(STATS_KEY, None)
 
@@ -236,10 +229,11 @@ class Session:
                                       "Spectrum): it ran this sampling, so DeepCache did not; disable one of them"),
                          stand_down=True)
 
-    def warn(self, message: str) -> None:
-        """Print a warning once per process (a model DeepCache cannot handle is not news at every image); the
-        infotext carries it for every image."""
+    def warn(self, message: str, said: set[str] | None = None) -> None:
+        """Print a warning once per process (a model DeepCache cannot handle is not news at every image), or once
+        per ``said`` set (a generation's); the infotext carries it for every image."""
+        said = self.warned if said is None else said
         log.debug(message)
-        if message not in self.warned:
-            self.warned.add(message)
+        if message not in said:
+            said.add(message)
             print(f"[DeepCache] {message}")
