@@ -72,13 +72,15 @@ def make_block_wrapper(installation: Installation, original: Callable, role: Rol
                 p.retrieve = False  # the adaptive schedule's probe says the cache is stale: refresh
             elif role not in run.computed:
                 if role == run.provider:
-                    return p.slot.cached.clone()
+                    return p.slot.cached.clone() if p.served is None else p.served
                 return p.slot.skipped[role]
         out = original(*args, **kwargs)
         if not p.retrieve:
             p.slot.shapes[role] = (out.shape, out.dtype)
             p.slot.inputs[role] = args[0].shape
             if role == run.provider:
+                if run.params.forecast:
+                    p.slot.previous = p.slot.cached  # the line a forecast extends runs through both
                 p.slot.cached = out.detach().clone()
             if role == run.probe_role and run.refresh is not None:
                 p.slot.probe = args[0].detach().clone()

@@ -144,6 +144,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "Adaptive schedule: how far the shallow features may move (relative mean change) before a step "
               "refreshes the cache; lower keeps more detail and caches fewer steps.", 0.0, 2.0, 0.01,
               advanced=True),
+    ParamSpec("forecast", bool, False, "DeepCache forecast",
+              "On cached steps, extrapolate the deep features from the last two full steps (first order in the "
+              "timestep) instead of reusing the last ones as they are: less drift for the same speed.",
+              advanced=True),
 )
 
 SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAM_SPECS}
@@ -168,6 +172,7 @@ class DeepCacheParams:
     hr_start: float = 0.0
     hr_end: float = 1.0
     threshold: float = 0.5
+    forecast: bool = False
 
     def __post_init__(self) -> None:
         for spec in PARAM_SPECS:

@@ -7,6 +7,7 @@ read that decision.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class Pass:
     by_blocks: bool = False  # opened by input_blocks[0], not by the U-Net's call: its last block ends it
     blocks_started: bool = False  # its input_blocks[0] has run: another one opens the next pass
     probing: bool = False  # the first call of an undecided adaptive step: its probe decides the step (``refresh``)
+    t: float = math.nan  # the call's timestep
+    served: torch.Tensor | None = None  # what the cached block returns on a retrieval, when not ``slot.cached``
 
 
 @dataclass
@@ -71,7 +74,7 @@ class Run:
         probe_role = ("in", k + 1) if k < n - 1 else ("mid", 0)
         refresh = AdaptiveRefresh(params.threshold, params.interval) if params.schedule == "adaptive" else None
         run = cls(params, plan, tuple(last_full), StepClock(schedule), computed, provider, checked, probe_role,
-                  SlotStore(roles, skipped), refresh=refresh)
+                  SlotStore(roles, skipped, params.forecast), refresh=refresh)
         run.stats.total_steps = total_steps
         return run
 
@@ -106,8 +109,10 @@ class Run:
         if deciding and not fresh:  # nothing to compare with: the step runs in full
             self.refresh.decide(clock.segment, step, full=True)
         self.stats.steps_seen.add(step)
-        return Pass(step, slot, retrieve=not planned_full and fresh, started=time.perf_counter(), row_keys=keys,
-                    probing=deciding and fresh)
+        retrieve = not planned_full and fresh
+        served = slot.forecast(t) if retrieve and self.params.forecast else None
+        return Pass(step, slot, retrieve=retrieve, started=time.perf_counter(), row_keys=keys,
+                    probing=deciding and fresh, t=t, served=served)
 
     @torch.compiler.disable
     def stale(self, p: Pass, probe: torch.Tensor) -> bool:
@@ -128,4 +133,4 @@ class Run:
             stats.full_passes += 1
             stats.full_seconds += elapsed
             stats.steps_with_full_pass.add(p.step)
-            self.store.refreshed(p.slot, p.step, self.clock.segment, p.row_keys)
+            self.store.refreshed(p.slot, p.step, self.clock.segment, p.row_keys, p.t)

@@ -8,6 +8,7 @@ groups the rows differently on a retrieval step can gather them (``rows``).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,9 @@ class Slot:
     shapes: dict[Role, tuple[torch.Size, torch.dtype] | None]  # each block's output on the last full pass
     inputs: dict[Role, torch.Size | None]  # each block's input shape on the last full pass
     cached: torch.Tensor | None = None
+    previous: torch.Tensor | None = None  # ``cached`` of the full pass before (forecast runs only)
+    cached_t: float = math.nan  # the timestep of the full pass that made ``cached`` (``previous_t``: ``previous``)
+    previous_t: float = math.nan
     probe: torch.Tensor | None = None  # the adaptive schedule's probe on the last full pass (``refresh``)
     skipped: dict[Role, torch.Tensor] = field(default_factory=dict)  # what each skipped block returns
     satellite_shapes: dict[Hashable, tuple[torch.Size, torch.dtype]] = field(default_factory=dict)
@@ -43,16 +47,29 @@ class Slot:
         """It holds features of a full pass made at step ``since`` or later, in segment ``segment``."""
         return self.cached is not None and self.segment == segment and self.refreshed_step >= since
 
+    def forecast(self, t: float) -> torch.Tensor | None:
+        """The cached deep features extrapolated to timestep ``t`` from the slot's last two full passes (first
+        order in the timestep), or None when there is no line to extend (one full pass so far, a timestep that is
+        not a number, two passes at one timestep)."""
+        span = self.cached_t - self.previous_t
+        if self.previous is None or not (math.isfinite(t) and math.isfinite(span)) or span == 0:
+            return None
+        slope = (t - self.cached_t) / span
+        return torch.lerp(self.previous, self.cached, 1.0 + slope)  # cached + slope * (cached - previous)
+
 
 class SlotStore:
     """The slots of one run, the zero tensors their skipped blocks return, and which slot holds each row."""
 
-    def __init__(self, roles: tuple[Role, ...], skipped_roles: frozenset[Role]) -> None:
+    def __init__(self, roles: tuple[Role, ...], skipped_roles: frozenset[Role], forecast: bool = False) -> None:
         self.roles = roles
         self.skipped_roles = skipped_roles  # blocks that return zeros on a retrieval (not computed, not cached)
+        self.forecast = forecast  # retrievals extrapolate: full passes keep the features they replace
         self.slots: dict[Hashable, Slot] = {}
         self.zeros: dict[tuple, torch.Tensor] = {}  # one zero tensor per shape, for skipped blocks
         self.row_sources: dict[RowKey, tuple[Slot, int]] = {}  # a row's slot and place in it
+        self.rows_before: dict[RowKey, tuple[torch.Tensor, float, int]] = {}  # forecast: a row's features, timestep
+        # and segment on the full step before (its slot was dropped when this one began)
 
     def slot(self, key: Hashable) -> Slot:
         """The slot of calls of kind ``key``, empty the first time."""
@@ -61,10 +78,20 @@ class SlotStore:
             slot = self.slots[key] = Slot(dict.fromkeys(self.roles), dict.fromkeys(self.roles))
         return slot
 
-    def refreshed(self, slot: Slot, step: int, segment: int, row_keys: tuple[RowKey, ...] | None) -> None:
-        """A full pass of ``slot`` ended at ``step``: its features serve retrievals from now on."""
+    def refreshed(self, slot: Slot, step: int, segment: int, row_keys: tuple[RowKey, ...] | None,
+                  t: float) -> None:
+        """A full pass of ``slot`` at timestep ``t`` ended at ``step``: its features serve retrievals from now on.
+        The features it replaced (kept by forecast runs) stay as ``previous`` only from the same segment and shape."""
         if slot.cached is None or None in slot.shapes.values():
             return
+        previous_t = slot.cached_t
+        if slot.previous is not None and slot.segment != segment:
+            slot.previous = None
+        elif slot.previous is None and row_keys and self.forecast:
+            slot.previous, previous_t = self._rows_before(row_keys, segment)
+        if slot.previous is not None and slot.previous.shape != slot.cached.shape:
+            slot.previous = None
+        slot.previous_t, slot.cached_t = previous_t, t
         slot.refreshed_step, slot.segment = step, segment
         self._fill_skipped(slot)
         for index, key in enumerate(row_keys or ()):
@@ -83,6 +110,10 @@ class SlotStore:
         slot.satellite_shapes = {key: (with_rows(shape, n), dtype)
                                  for key, (shape, dtype) in donor.satellite_shapes.items()}
         slot.cached = torch.stack([source.cached[index] for source, index in sources])
+        previous = [source.previous for source, _ in sources]
+        slot.previous = None if None in previous else torch.stack([kept[index] for kept, (_, index) in
+                                                                    zip(previous, sources)])
+        slot.cached_t, slot.previous_t = donor.cached_t, donor.previous_t
         probes = [source.probe for source, _ in sources]
         slot.probe = None if None in probes else torch.stack([probe[index] for probe, (_, index) in
                                                               zip(probes, sources)])
@@ -93,7 +124,11 @@ class SlotStore:
 
     def drop_sliced(self) -> None:
         """A full step begins: the slots of sliced calls (one per grouping of rows, and AnimateDiff's windows take
-        new groupings all the time) are refilled by this step's calls, so the old ones go rather than pile up."""
+        new groupings all the time) are refilled by this step's calls, so the old ones go rather than pile up. A
+        forecast run keeps each row's features for the line its new slot extends."""
+        if self.forecast:
+            self.rows_before = {key: (slot.cached[index], slot.cached_t, slot.segment)
+                                for key, (slot, index) in self.row_sources.items()}
         self.slots = {key: slot for key, slot in self.slots.items() if key[0] is None}
         self.row_sources.clear()
 
@@ -101,6 +136,15 @@ class SlotStore:
         """Forget every cached tensor (the model's weights changed under them)."""
         self.slots.clear()
         self.row_sources.clear()
+        self.rows_before.clear()
+
+    def _rows_before(self, keys: tuple[RowKey, ...], segment: int) -> tuple[torch.Tensor | None, float]:
+        """The features of ``keys``' rows on the full step before, stacked, and its timestep (None when a row was
+        not carried then, or the steps differ in timestep or segment)."""
+        kept = [self.rows_before.get(key) for key in keys]
+        if any(k is None or k[2] != segment or k[1] != kept[0][1] for k in kept):
+            return None, math.nan
+        return torch.stack([k[0] for k in kept]), kept[0][1]
 
     def _fill_skipped(self, slot: Slot) -> None:
         slot.skipped = {role: self._zeros(*slot.shapes[role], slot.cached.device)

@@ -4,12 +4,11 @@ The uncached sampling is run once; then each schedule over a range of settings (
 intervals, adaptive over thresholds with its interval as the bound). For each setting: the U-Net passes run in full
 (the cost: a retrieval pass costs a few percent of a full one) and the drift of the final latent from the uncached
 one (mean |Δ|, and relative to mean |latent|). With random weights this is drift from the uncached run, not image
-quality. ``forecast`` (in ``--schedules``) evaluates an idea the engine does not ship: the uniform schedule whose
-retrievals extrapolate the cached deep features from the slot's last two full passes, first order in the timestep
-(TaylorSeer / FoCa for DiTs), instead of reusing the last one as is. ``--analysis`` adds the probe's worth: on the
-uncached run, for every step the uniform schedule would
-cache, the probe's change since the last full step against the true change of the deep features that a retrieval
-would reuse, and their correlation.
+quality. ``forecast`` is the uniform schedule and ``adaptive+forecast`` the adaptive one with the ``forecast``
+parameter on: retrievals extrapolate the cached deep features from the slot's last two full passes, first order in
+the timestep, instead of reusing the last ones as they are. ``--analysis`` adds the probe's worth: on the uncached
+run, for every step the uniform schedule would cache, the probe's change since the last full step against the true
+change of the deep features that a retrieval would reuse, and their correlation.
 """
 from __future__ import annotations
 
@@ -28,6 +27,9 @@ from .testbed import ARCHS, SAMPLERS, Pipeline, build_unet
 
 INTERVALS = (2, 3, 4, 5, 6)
 THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+# each row's name: (the schedule it runs, forecast on); forecast rows are compared with their schedule's curve too
+SCHEDULE_ROWS = {"uniform": ("uniform", False), "non-uniform": ("non-uniform", False), "forecast": ("uniform", True),
+                 "adaptive": ("adaptive", False), "adaptive+forecast": ("adaptive", True)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="uniform / non-uniform intervals (comma-separated)")
     ap.add_argument("--thresholds", default=",".join(map(str, THRESHOLDS)), help="adaptive thresholds")
     ap.add_argument("--bound", type=int, default=6, help="adaptive: its interval, the most steps between full ones")
-    ap.add_argument("--schedules", default="uniform,non-uniform,forecast,adaptive")
+    ap.add_argument("--schedules", default=",".join(SCHEDULE_ROWS))
     ap.add_argument("--seeds", type=int, default=1, help="images (seeds) per setting; drift is their mean")
     ap.add_argument("--analysis", action="store_true", help="add the probe-correlation analysis")
     ap.add_argument("--plot", metavar="PNG", help="full passes vs drift, one line per schedule")
@@ -52,14 +54,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings(a: argparse.Namespace) -> list[tuple[str, DeepCacheParams]]:
-    """Each setting to run, with its row's schedule name (``forecast`` runs the uniform schedule)."""
+    """Each setting to run, with its row's name (``SCHEDULE_ROWS``): the interval-driven schedules over
+    ``--intervals``, the adaptive ones over ``--thresholds`` bounded by ``--bound``."""
     base = DeepCacheParams(enabled=True, branch=a.branch)
-    chosen = a.schedules.split(",")
-    out = [(s, base.replace(schedule="uniform" if s == "forecast" else s, interval=int(i)))
-           for s in ("uniform", "non-uniform", "forecast") if s in chosen for i in a.intervals.split(",")]
-    if "adaptive" in chosen:
-        out += [("adaptive", base.replace(schedule="adaptive", interval=a.bound, threshold=float(t)))
-                for t in a.thresholds.split(",")]
+    out = []
+    for name in a.schedules.split(","):
+        if name not in SCHEDULE_ROWS:
+            raise SystemExit(f"unknown schedule {name!r}; known: {', '.join(SCHEDULE_ROWS)}")
+        schedule, forecast = SCHEDULE_ROWS[name]
+        row = base.replace(schedule=schedule, forecast=forecast)
+        if schedule == "adaptive":
+            out += [(name, row.replace(interval=a.bound, threshold=float(t))) for t in a.thresholds.split(",")]
+        else:
+            out += [(name, row.replace(interval=int(i))) for i in a.intervals.split(",")]
     return out
 
 
@@ -77,7 +84,6 @@ def sweep(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     for name, params in settings(a):
         engine = DeepCacheEngine()
         engine.install(unet)
-        hook = forecasting(engine, unet, params.branch) if name == "forecast" else None
         drifts, full, cached, steps_cached = [], 0, 0, 0
         for seed, reference in zip(seeds, references):
             engine.begin_run(params, a.steps, schedule)
@@ -87,15 +93,13 @@ def sweep(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
             full, cached, steps_cached = full + stats.full_passes, cached + stats.cached_passes, \
                 steps_cached + stats.cached_steps
         engine.uninstall()
-        if hook is not None:
-            hook.remove()
         drift = sum(drifts) / len(drifts)
         row = {"schedule": name, "interval": params.interval,
-               "threshold": params.threshold if name == "adaptive" else None,
+               "threshold": params.threshold if params.schedule == "adaptive" else None,
                "full_passes": full / len(drifts), "cached_passes": cached / len(drifts),
                "cached_steps": steps_cached / len(drifts), "drift": drift, "relative_drift": drift / scale}
         rows.append(row)
-        log(f"{row['schedule']:12} interval {row['interval']:2} threshold {row['threshold']}: "
+        log(f"{row['schedule']:18} interval {row['interval']:2} threshold {row['threshold']}: "
             f"{row['full_passes']:.1f} full passes, drift {drift:.5f} ({100 * row['relative_drift']:.2f}%)")
     result = {"arch": a.arch, "size": a.size, "steps": a.steps, "sampler": a.sampler, "branch": a.branch,
               "seeds": a.seeds, "latent_abs_mean": scale, "rows": rows, "comparison": compare(rows)}
@@ -104,31 +108,13 @@ def sweep(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
     return result
 
 
-def forecasting(engine: DeepCacheEngine, unet: torch.nn.Module, branch: int) -> Any:
-    """A forward hook on the block whose output a retrieval reuses: on full passes it keeps the slot's last two
-    outputs and their timesteps, on retrievals it returns their first-order extrapolation to the call's timestep."""
-    n = len(unet.input_blocks)
-    provider = unet.output_blocks[n - 2 - branch] if branch < n - 1 else unet.middle_block
-    history: dict[int, list[tuple[float, torch.Tensor]]] = {}
-
-    def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-        p, t = engine.current_pass(), engine._run.clock.last_t
-        kept = history.setdefault(id(p.slot), [])
-        if not p.retrieve:
-            kept[:] = (kept + [(t, out.detach().clone())])[-2:]
-            return out
-        if len(kept) < 2 or kept[1][0] == kept[0][0]:
-            return out
-        (t0, f0), (t1, f1) = kept
-        return f1 + (t - t1) / (t1 - t0) * (f1 - f0)
-
-    return provider.register_forward_hook(hook)
-
-
 def drift_at(rows: list[dict[str, Any]], full_passes: float) -> float | None:
-    """The drift a schedule's curve gives at ``full_passes`` (linear between its two nearest settings, in log
-    drift); None outside the range it covers."""
+    """The drift a schedule's curve gives at ``full_passes`` (its setting of that cost, else linear between its two
+    nearest settings, in log drift); None outside the range it covers."""
     points = sorted((r["full_passes"], r["drift"]) for r in rows if r["drift"] > 0)
+    same = [y for x, y in points if x == full_passes]
+    if same:
+        return min(same)
     for (x0, y0), (x1, y1) in zip(points, points[1:]):
         if x0 <= full_passes <= x1:
             if x1 == x0:
@@ -139,17 +125,20 @@ def drift_at(rows: list[dict[str, Any]], full_passes: float) -> float | None:
 
 
 def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each non-uniform and adaptive setting against the uniform curve at the same number of full passes: the
-    ratio of drifts (below 1: it drifts less for the same cost)."""
-    uniform = [r for r in rows if r["schedule"] == "uniform"]
+    """Each setting against the uniform curve at the same number of full passes: the ratio of drifts (below 1: it
+    drifts less for the same cost); ``adaptive+forecast`` also against the adaptive curve (``over_base``)."""
+    curves = {name: [r for r in rows if r["schedule"] == name] for name in ("uniform", "adaptive")}
     out = []
     for r in rows:
         if r["schedule"] == "uniform":
             continue
-        reference = drift_at(uniform, r["full_passes"])
-        if reference:
+        reference = drift_at(curves["uniform"], r["full_passes"])
+        base = drift_at(curves["adaptive"], r["full_passes"]) if r["schedule"] == "adaptive+forecast" else None
+        if reference or base:
             out.append({"schedule": r["schedule"], "interval": r["interval"], "threshold": r["threshold"],
-                        "full_passes": r["full_passes"], "drift_over_uniform": r["drift"] / reference})
+                        "full_passes": r["full_passes"],
+                        "drift_over_uniform": r["drift"] / reference if reference else None,
+                        "drift_over_base": r["drift"] / base if base else None})
     return out
 
 
@@ -212,16 +201,18 @@ def format_table(r: dict[str, Any]) -> str:
     lines = [f"DeepCache drift per cost: {r['arch']} {r['size']}px, {r['sampler']}, {r['steps']} steps, branch "
              f"{r['branch']}, {r['seeds']} seed(s); drift = mean |final latent - uncached| (random weights: drift, "
              "not quality)",
-             f"{'schedule':12}{'interval':>9}{'threshold':>10}{'full passes':>12}{'cached steps':>13}"
+             f"{'schedule':18}{'interval':>9}{'threshold':>10}{'full passes':>12}{'cached steps':>13}"
              f"{'drift':>10}{'relative':>10}"]
     for row in r["rows"]:
         threshold = "" if row["threshold"] is None else f"{row['threshold']:g}"
-        lines.append(f"{row['schedule']:12}{row['interval']:>9}{threshold:>10}{row['full_passes']:>12.1f}"
+        lines.append(f"{row['schedule']:18}{row['interval']:>9}{threshold:>10}{row['full_passes']:>12.1f}"
                      f"{row['cached_steps']:>13.1f}{row['drift']:>10.5f}{100 * row['relative_drift']:>9.2f}%")
     for c in r["comparison"]:
         setting = f"threshold {c['threshold']:g}" if c["threshold"] is not None else f"interval {c['interval']}"
+        against = [f"{c[key]:.2f}x {name}'s" for key, name in (("drift_over_uniform", "uniform"),
+                                                                 ("drift_over_base", "adaptive")) if c[key]]
         lines.append(f"{c['schedule']} {setting}: {c['full_passes']:.1f} full passes, drift "
-                     f"{c['drift_over_uniform']:.2f}x uniform's at the same cost")
+                     f"{', '.join(against)} at the same cost")
     if "analysis" in r:
         an = r["analysis"]
         lines.append(f"probe vs true deep-feature change over the steps interval {an['interval']} caches: Pearson "

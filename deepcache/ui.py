@@ -8,7 +8,7 @@ from .estimate import estimate_html
 from .params import PARAM_SPECS, ParamSpec
 
 MAIN_ROWS = (("interval", "branch"), ("start", "end"))
-SHOWN_AFTER = {"threshold": "schedule"}  # an advanced control shown right after the one it works with
+SHOWN_AFTER = {"threshold": "schedule", "forecast": "threshold"}  # an advanced control shown after its partner
 
 
 def control(gr: Any, spec: ParamSpec, elem_id: Callable[[str], str], value: Any = None, visible: bool = True) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from .params import SPECS_BY_NAME, ParamSpec
 from .session import OVERRIDES_ATTR
 
-AXIS_PARAMS = ("enabled", "interval", "branch", "start", "end", "schedule", "threshold")
+AXIS_PARAMS = ("enabled", "interval", "branch", "start", "end", "schedule", "threshold", "forecast")
 AXIS_PREFIX = "[DeepCache] "
 
 

@@ -87,10 +87,13 @@ def test_sweep_reports_drift_per_cost_for_every_schedule(capsys):
                        "--bound", "4", "--analysis", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     rows = {(row["schedule"], row["interval"], row["threshold"]): row for row in r["rows"]}
-    assert len(rows) == 8
+    assert len(rows) == 10
     forecast, uniform = rows[("forecast", 4, None)], rows[("uniform", 4, None)]
     assert forecast["full_passes"] == uniform["full_passes"] and forecast["drift"] != uniform["drift"]
     assert rows[("uniform", 2, None)]["full_passes"] == 4 and rows[("uniform", 4, None)]["full_passes"] == 2
     assert rows[("uniform", 2, None)]["drift"] < rows[("uniform", 4, None)]["drift"]
     assert rows[("adaptive", 4, 0.0)]["full_passes"] == 8 and rows[("adaptive", 4, 0.0)]["drift"] == 0
+    on_top = rows[("adaptive+forecast", 4, 0.3)]
+    assert on_top["drift"] != rows[("adaptive", 4, 0.3)]["drift"]
+    assert any(c["drift_over_base"] for c in r["comparison"] if c["schedule"] == "adaptive+forecast")
     assert len(r["analysis"]["points"]) == 6 and -1 <= r["analysis"]["spearman"] <= 1

@@ -64,7 +64,8 @@ def test_axes_are_added_once():
     assert add_axes(grid) and not add_axes(grid)
     labels = [o.label for o in grid.axis_options[1:]]
     assert labels == ["[DeepCache] Enabled", "[DeepCache] Interval", "[DeepCache] Branch", "[DeepCache] Start",
-                      "[DeepCache] End", "[DeepCache] Schedule", "[DeepCache] Threshold"]
+                      "[DeepCache] End", "[DeepCache] Schedule", "[DeepCache] Threshold",
+                      "[DeepCache] Forecast"]
     assert len(labels) == len(AXIS_PARAMS)
     assert grid.axis_options[6].choices() == ["uniform", "non-uniform", "adaptive"]
     cell = types.SimpleNamespace()
