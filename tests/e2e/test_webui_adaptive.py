@@ -43,16 +43,7 @@ def test_off_is_still_bit_identical(webui, baseline):
 
 
 def test_threshold_and_schedule_axes(webui, baseline):
-    info = webui.request("/sdapi/v1/script-info").body
-    xyz = next(s for s in info if s["name"] == "x/y/z plot" and not s["is_img2img"])
-    axis_choices = next(a["choices"] for a in xyz["args"] if a["label"] == "X type")
-    script_args = [a["choices"].index(a["value"]) if a["label"].endswith(" type") and a["value"] in a["choices"]
-                   else a["value"] for a in xyz["args"]]
-    labels = [a["label"] for a in xyz["args"]]
-    if "Include Sub Images" in labels:
-        script_args[labels.index("Include Sub Images")] = True
-    script_args[labels.index("X type")] = axis_choices.index("[DeepCache] Threshold")
-    script_args[labels.index("X values")] = "0, 2"
+    script_args = xyz_args(webui, "[DeepCache] Threshold", "0, 2")
     result = webui.txt2img([True, 4, 0], script_name="x/y/z plot", script_args=script_args)
     if result.status != 200 or len(result.info["infotexts"]) < 3:
         pytest.skip(f"this webui's X/Y/Z plot fails through the API: {result.body}")
@@ -90,3 +81,44 @@ def test_tiles_follow_one_decision_per_step(webui):
     if log:
         cached_steps_, steps_, cached_passes, passes = log.stats_lines()[-1]
         assert passes > steps_ and cached_passes == cached_steps_ * passes // steps_, (cached_passes, passes)
+
+
+def xyz_args(webui, axis: str, values: str) -> list:
+    """The X/Y/Z plot script's args (its defaults) with ``axis`` over ``values`` on X and sub-images included."""
+    info = webui.request("/sdapi/v1/script-info").body
+    xyz = next(s for s in info if s["name"] == "x/y/z plot" and not s["is_img2img"])
+    axis_choices = next(a["choices"] for a in xyz["args"] if a["label"] == "X type")
+    script_args = [a["choices"].index(a["value"]) if a["label"].endswith(" type") and a["value"] in a["choices"]
+                   else a["value"] for a in xyz["args"]]
+    labels = [a["label"] for a in xyz["args"]]
+    if "Include Sub Images" in labels:
+        script_args[labels.index("Include Sub Images")] = True
+    script_args[labels.index("X type")] = axis_choices.index(axis)
+    script_args[labels.index("X values")] = values
+    return script_args
+
+
+def test_forecast_caches_the_same_steps_draws_another_image_and_pastes_back(webui):
+    """Forecast changes what a cached step serves, not which steps are cached: the same counts as the uniform
+    schedule, another image, and the infotext restores it."""
+    uniform = webui.txt2img([True, 3, 0])
+    params = DeepCacheParams(enabled=True, interval=3, forecast=True)
+    forecast = webui.txt2img(params.as_args())
+    assert CACHED.search(forecast.infotext).groups() == CACHED.search(uniform.infotext).groups()
+    assert "DeepCache forecast: True" in forecast.infotext and "DeepCache error" not in forecast.infotext
+    assert DeepCacheParams.from_infotext(parse_infotext(webui, forecast.infotext)) == params
+    assert forecast.pixels() != uniform.pixels()
+    on_top = webui.txt2img(adaptive(forecast=True))
+    assert "DeepCache forecast: True" in on_top.infotext and "DeepCache schedule: adaptive" in on_top.infotext
+
+
+def test_forecast_axis(webui, baseline):
+    result = webui.txt2img([True, 3, 0], script_name="x/y/z plot",
+                           script_args=xyz_args(webui, "[DeepCache] Forecast", "False, True"))
+    if result.status != 200 or len(result.info["infotexts"]) < 3:
+        pytest.skip(f"this webui's X/Y/Z plot fails through the API: {result.body}")
+    cells = result.info["infotexts"][1:]
+    assert "DeepCache forecast" not in cells[0] and "DeepCache forecast: True" in cells[1]
+    assert CACHED.search(cells[0]).groups() == CACHED.search(cells[1]).groups()
+    assert result.pixels(1) != result.pixels(2)
+    assert webui.txt2img().pixels() == baseline.pixels()  # nothing leaked into later generations

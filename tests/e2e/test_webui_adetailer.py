@@ -95,3 +95,42 @@ def test_with_deepcache_in_adetailers_script_list_the_inner_pass_is_cached_and_t
     if log:  # each image: the outer generation's stats line and its inpainting pass's own
         lines = log.stats_lines()
         assert len(lines) >= 2 * 2, lines
+
+
+ADAPTIVE = [{"enabled": True, "schedule": "adaptive", "interval": 4, "threshold": 0.3, "forecast": True}]
+
+
+def test_an_adaptive_outer_generation_keeps_its_decisions_beside_adetailer(webui, adetailer):
+    """The adaptive schedule (with forecast) decides while sampling, from state of its own run: ADetailer's
+    ``postprocess`` calls on a copy of ``p`` (inpainting skipped) leave the outer generation's infotext and images
+    as they are without ADetailer."""
+    plain = webui.txt2img(ADAPTIVE, **HIRES_BATCHES)
+    detailed = webui.txt2img(alwayson_scripts=with_adetailer(ADAPTIVE, ad_prompt="[SKIP]"), **HIRES_BATCHES)
+    for index, (a, b) in enumerate(zip(plain.info["infotexts"], detailed.info["infotexts"])):
+        assert "DeepCache schedule: adaptive" in b and "ADetailer" in b
+        assert deepcache_entries(a) == deepcache_entries(b)
+        assert plain.pixels(index) == detailed.pixels(index)
+
+
+def test_adetailers_nested_pass_runs_its_own_adaptive_schedule(webui, adetailer, photo):
+    """With DeepCache in ADetailer's script list, its inpainting pass (a generation inside the outer one) is
+    cached by the adaptive schedule too, with its own decisions: each image's infotext still says what the outer
+    generation cached, and the console has a stats line per pass."""
+    log = ServerLog()
+    before = webui.request("/sdapi/v1/options").body.get("ad_script_names", SCRIPT_NAMES_DEFAULT)
+    if webui.request("/sdapi/v1/options", {"ad_script_names": f"{before},deepcache"}).status != 200:
+        pytest.skip("this ADetailer has no 'ad_script_names' option")
+    try:
+        alone = webui.img2img(photo, n_iter=2, alwayson_scripts={"DeepCache": {"args": ADAPTIVE}},
+                              width=PHOTO_SIZE, height=PHOTO_SIZE)
+        result = webui.img2img(photo, n_iter=2, alwayson_scripts=with_adetailer(ADAPTIVE, skip_img2img=True),
+                               width=PHOTO_SIZE, height=PHOTO_SIZE)
+    finally:
+        webui.request("/sdapi/v1/options", {"ad_script_names": before})
+    assert result.info["infotexts"][0].count("ADetailer model: mediapipe_face_short") == 1
+    for a, b in zip(alone.info["infotexts"], result.info["infotexts"]):
+        assert "DeepCache error" not in b
+        assert deepcache_entries(a) == deepcache_entries(b)
+    if log:
+        lines = log.stats_lines()
+        assert len(lines) >= 2 + 2 * 2, lines  # the two plain images, then each image and its inpainting pass

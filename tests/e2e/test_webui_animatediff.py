@@ -84,3 +84,34 @@ def test_context_windows_give_each_frame_its_own_features(webui, animatediff):
     uncached = animation(webui, [False], FRAMES, model=NOOP_MODULE)
     assert max(windowed.difference(whole, i) for i in range(1, FRAMES + 1)) < 0.5
     assert min(whole.difference(uncached, i) for i in range(1, FRAMES + 1)) > 0.5  # the check can tell
+
+
+ADAPTIVE = {"enabled": True, "schedule": "adaptive", "interval": 4, "threshold": 0.3}
+
+
+def test_adaptive_context_windows_follow_one_decision_per_step(webui, animatediff):
+    """The adaptive schedule with three windows per step that move from step to step: the step's first window
+    decides for all three, so every step is wholly full or wholly cached and the infotext counts whole steps."""
+    log = ServerLog()
+    result = animation(webui, [ADAPTIVE], 8)
+    infotext = result.info["infotexts"][0]
+    assert "DeepCache error" not in infotext and "U-Net passes" not in infotext, infotext
+    cached, steps = map(int, CACHED.search(infotext).groups())
+    assert steps == STEPS and 0 < cached < STEPS - 1, infotext
+    if log:
+        assert log.stats_lines()[-1] == (cached, STEPS, 3 * cached, 3 * STEPS)
+
+
+def test_context_windows_forecast_each_frame_from_its_own_features(webui, animatediff):
+    """Forecast with windows that move at every step: a retrieval extends each frame's own line (its features on
+    the last two full steps, gathered per row), so with a motion module that does nothing the windowed frames come
+    out as when all 16 are in one call; forecast does change them."""
+    forecast = [{"enabled": True, "interval": 2, "forecast": True}]
+    try:
+        windowed = animation(webui, forecast, 8, model=NOOP_MODULE)
+    except AssertionError as error:
+        pytest.skip(f"no identity motion module {NOOP_MODULE} (make_random_motion_module.py --zero-proj-out): {error}")
+    whole = animation(webui, forecast, FRAMES, model=NOOP_MODULE)
+    reused = animation(webui, [{"enabled": True, "interval": 2}], FRAMES, model=NOOP_MODULE)
+    assert max(windowed.difference(whole, i) for i in range(1, FRAMES + 1)) < 0.5
+    assert min(whole.difference(reused, i) for i in range(1, FRAMES + 1)) > 0.5  # the check can tell

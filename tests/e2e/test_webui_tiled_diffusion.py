@@ -62,3 +62,18 @@ def test_one_tile_covering_the_image_is_plain_deepcache(webui, tiled):
     covered = generate(webui, [True, 3, 0], args)
     assert "Tiled Diffusion" in covered.infotext
     assert covered.pixels() == generate(webui, [True, 3, 0], None).pixels()
+
+
+@pytest.mark.parametrize("forecast", [False, True], ids=["adaptive", "adaptive with forecast"])
+def test_adaptive_tiles_follow_one_decision_per_step(webui, tiled, forecast):
+    """Four tiles, a call each per step: the step's first tile decides for the four, so every step is wholly full
+    or wholly cached. With forecast each tile extends its own line (a slot per tile)."""
+    adaptive = [{"enabled": True, "schedule": "adaptive", "interval": 4, "threshold": 0.3, "forecast": forecast}]
+    log = ServerLog()
+    tiles = generate(webui, adaptive, tiled_args())
+    assert "Tiled Diffusion" in tiles.infotext and "DeepCache error" not in tiles.infotext
+    assert "U-Net passes" not in tiles.infotext, tiles.infotext
+    cached, steps = map(int, CACHED.search(tiles.infotext).groups())
+    assert steps == STEPS and 0 < cached < STEPS, tiles.infotext
+    if log:
+        assert log.stats_lines()[-1] == (cached, STEPS, 4 * cached, 4 * STEPS)

@@ -69,7 +69,7 @@ def main() -> int:
 
 def adaptive_schedule(page) -> list[str]:
     """Advanced -> Schedule -> adaptive shows the threshold slider (hidden before), the estimate turns into a range,
-    a generation says so in its infotext, and the estimate then shows that run's count."""
+    a generation (with Forecast ticked) says so in its infotext, and the estimate then shows that run's count."""
     problems = []
     page.locator(f"{PREFIX}advanced").first.click()
     page.wait_for_timeout(300)
@@ -84,11 +84,17 @@ def adaptive_schedule(page) -> list[str]:
     print("adaptive estimate:", estimate)
     if "adaptive: decided while sampling" not in estimate:
         problems.append(f"the estimate does not give a range for the adaptive schedule: {estimate!r}")
+    forecast = page.locator(f"{PREFIX}forecast input[type=checkbox]").first
+    if not forecast.is_visible():
+        problems.append("no Forecast checkbox under Advanced")
+    forecast.check()
     page.click("#txt2img_generate")
     page.wait_for_function("() => (document.querySelector('#html_info_txt2img') || {}).innerText"
                            "?.includes('DeepCache schedule: adaptive')", timeout=300_000)
     info = page.inner_text("#html_info_txt2img")
     print("adaptive infotext:", info.replace("\n", " | "))
+    if "DeepCache forecast: True" not in info:
+        problems.append(f"ticking Forecast did not reach the infotext: {info!r}")
     page.wait_for_timeout(2000)  # the estimate refreshes itself when a generation writes its infotext
     estimate = page.inner_text(f"{PREFIX}estimate")
     print("estimate after the run:", estimate)
