@@ -34,6 +34,7 @@ from .controlnet import ControlNetSatellites
 from .engine import DeepCacheEngine
 from .params import SCHEDULES, DeepCacheParams
 from .refresh import relative_change
+from .slots import Slot
 from .testbed import (
     ARCHS,
     SAMPLERS,
@@ -331,7 +332,11 @@ def measure(a: argparse.Namespace, log=lambda msg: None) -> dict[str, Any]:
         overhead = pass_overheads(pipes["on"].model.model.diffusion_model, engines["on"], a.branch, (x, kwargs),
                                   timed, lambda: bare_unet(x, t, **kwargs), lambda: shallow(a.branch))
         probe_s = timed(lambda: relative_change(probes[0], probes[0] * 1.01))
-        overhead.update(probe_s=probe_s, probe_over_retrieval=probe_s / overhead["engine_retrieval_s"])
+        cached = deep[n - 2 - a.branch] if a.branch < n - 1 else deep_mid
+        line = Slot({}, {}, cached=cached, previous=cached * 1.01, cached_t=500.0, previous_t=600.0)
+        forecast_s = timed(lambda: line.forecast(450.0))  # what forecast adds to a retrieval pass
+        overhead.update(probe_s=probe_s, probe_over_retrieval=probe_s / overhead["engine_retrieval_s"],
+                        forecast_s=forecast_s, forecast_over_retrieval=forecast_s / overhead["engine_retrieval_s"])
         runs = []
         bar = tqdm(total=a.runs * len(pipes) * (a.steps + 1), desc="sampler steps", disable=a.json, file=sys.stderr)
         for run in range(1, a.runs + 1):
@@ -440,7 +445,8 @@ def format_table(r: dict[str, Any]) -> str:
         f"engine per pass: retrieval {r['wrapper_overhead_retrieval_us']:+.0f} us over the bare shallow branch "
         f"({1e3 * r['bare_retrieval_s']:.2f} ms), full {r['wrapper_overhead_full_us']:+.0f} us; DeepCache's full "
         f"steps {100 * r['full_step_overhead']:+.1f}% against the same steps without it; the adaptive schedule's "
-        f"probe {1e6 * r['probe_s']:.0f} us ({100 * r['probe_over_retrieval']:.2f}% of a retrieval pass)",
+        f"probe {1e6 * r['probe_s']:.0f} us ({100 * r['probe_over_retrieval']:.2f}% of a retrieval pass); forecast "
+        f"{1e6 * r['forecast_s']:.0f} us ({100 * r['forecast_over_retrieval']:.2f}%)",
     ] + ([
         f"{'off, with a ControlNet':28}{r['time_per_image_off_controlnet_s']:>11.2f}s{1:>9.2f}x",
         f"{'DeepCache, with a ControlNet':28}{r['time_per_image_on_controlnet_s']:>11.2f}s"

@@ -73,9 +73,11 @@ def test_the_device_synchronises_only_an_accelerator():
     cpu.synchronize()  # nothing to wait for
 
 
-def test_benchmark_reports_the_adaptive_probes_cost_per_pass(capsys):
+def test_benchmark_reports_the_adaptive_probes_and_the_forecasts_cost_per_pass(capsys):
     r = run_json(capsys, "--arch", "tiny")
-    assert r["probe_s"] > 0 and r["probe_over_retrieval"] == pytest.approx(r["probe_s"] / r["engine_retrieval_s"])
+    for cost in ("probe", "forecast"):
+        assert r[f"{cost}_s"] > 0
+        assert r[f"{cost}_over_retrieval"] == pytest.approx(r[f"{cost}_s"] / r["engine_retrieval_s"])
 
 
 def test_sweep_reports_drift_per_cost_for_every_schedule(capsys):
