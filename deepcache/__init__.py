@@ -2,7 +2,7 @@
 
 The engine (this package) imports no webui module; ``deepcache.a1111`` and ``deepcache.forge`` adapt it.
 """
-__version__ = "1.1.0"  # the one place: the console's stats line, the infotext's "DeepCache version", CHANGELOG.md
+__version__ = "1.2.0"  # the one place: the console's stats line, the infotext's "DeepCache version", CHANGELOG.md
 
 from .engine import DeepCacheEngine
 from .params import PARAM_SPECS, DeepCacheParams, ParamSpec
