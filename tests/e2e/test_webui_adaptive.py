@@ -84,15 +84,17 @@ def test_tiles_follow_one_decision_per_step(webui):
 
 
 def xyz_args(webui, axis: str, values: str) -> list:
-    """The X/Y/Z plot script's args (its defaults) with ``axis`` over ``values`` on X and sub-images included."""
+    """The X/Y/Z plot script's args (its defaults) with ``axis`` over ``values`` on X (as text, also for an axis
+    with choices) and sub-images included."""
     info = webui.request("/sdapi/v1/script-info").body
     xyz = next(s for s in info if s["name"] == "x/y/z plot" and not s["is_img2img"])
     axis_choices = next(a["choices"] for a in xyz["args"] if a["label"] == "X type")
     script_args = [a["choices"].index(a["value"]) if a["label"].endswith(" type") and a["value"] in a["choices"]
                    else a["value"] for a in xyz["args"]]
     labels = [a["label"] for a in xyz["args"]]
-    if "Include Sub Images" in labels:
-        script_args[labels.index("Include Sub Images")] = True
+    for option in ("Include Sub Images", "Use text inputs instead of dropdowns"):  # the latter: choice axes
+        if option in labels:
+            script_args[labels.index(option)] = True
     script_args[labels.index("X type")] = axis_choices.index(axis)
     script_args[labels.index("X values")] = values
     return script_args
