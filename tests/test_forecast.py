@@ -3,8 +3,7 @@ the slot's last two full passes, first order in the timestep, instead of the las
 (``Slot.forecast``)."""
 import pytest
 import torch
-from test_unet_patterns import STEPS as COMPILE_STEPS
-from test_unet_patterns import UNIFORM_3, compile_case, compiled_runs, window_calls
+from test_unet_patterns import UNIFORM_3, eager_then_compiled, window_calls
 
 from deepcache import DeepCacheEngine, DeepCacheParams
 
@@ -116,17 +115,7 @@ def test_a_compiled_unet_with_forecast_compiles_a_few_graphs_not_one_per_step(ti
     as a tensor, so a compiled U-Net sees no step-dependent constant: a graph per kind of pass (full, retrieval,
     retrieval with a forecast, the first full pass), whatever the number of steps."""
     dynamo = pytest.importorskip("torch._dynamo")
-    pipe, engine, params, schedule = compile_case(tiny_unet)
-    params = params.replace(forecast=True)
-    engine.begin_run(params, COMPILE_STEPS, schedule)
-    eager = pipe.sample("euler", COMPILE_STEPS)
-    engine.end_run()
-    dynamo.reset()
-    dynamo.utils.counters.clear()
-    try:
-        compiled, stats = compiled_runs(tiny_unet, pipe, engine, params, schedule)
-    finally:
-        engine.uninstall()
+    eager, compiled, stats = eager_then_compiled(tiny_unet, forecast=True)
     assert stats.cached_passes == 8
     assert dynamo.utils.counters["stats"]["unique_graphs"] <= 4
     assert not dynamo.utils.counters["graph_break"]

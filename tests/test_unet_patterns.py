@@ -109,20 +109,30 @@ def compiled_runs(unet, pipe, engine, params, schedule, runs=2):
     return latent, stats
 
 
-def test_a_compiled_unet_compiles_once_per_kind_of_pass(tiny_unet):
-    """A compiler traces the U-Net with DeepCache's wrappers inside: one graph for full passes and one for
-    retrievals, no recompilation per block or per step, and the same result as without the compiler."""
-    dynamo = pytest.importorskip("torch._dynamo")
-    pipe, engine, params, schedule = compile_case(tiny_unet)
+def eager_then_compiled(unet, **changes):
+    """One DeepCache sampling (interval 3, ``changes``) in eager mode, then two through ``torch.compile`` with
+    dynamo's counters cleared before them: both last latents and the compiled run's stats."""
+    import torch._dynamo as dynamo
+
+    pipe, engine, params, schedule = compile_case(unet)
+    params = params.replace(**changes)
     engine.begin_run(params, STEPS, schedule)
     eager = pipe.sample("euler", STEPS)
     engine.end_run()
     dynamo.reset()
     dynamo.utils.counters.clear()
     try:
-        compiled, stats = compiled_runs(tiny_unet, pipe, engine, params, schedule)
+        compiled, stats = compiled_runs(unet, pipe, engine, params, schedule)
     finally:
         engine.uninstall()
+    return eager, compiled, stats
+
+
+def test_a_compiled_unet_compiles_once_per_kind_of_pass(tiny_unet):
+    """A compiler traces the U-Net with DeepCache's wrappers inside: one graph for full passes and one for
+    retrievals, no recompilation per block or per step, and the same result as without the compiler."""
+    dynamo = pytest.importorskip("torch._dynamo")
+    eager, compiled, stats = eager_then_compiled(tiny_unet)
     assert dynamo.utils.counters["stats"]["unique_graphs"] == 2
     assert not dynamo.utils.counters["graph_break"]
     assert stats.cached_passes == 8
