@@ -58,6 +58,12 @@ class Slot:
         return torch.lerp(self.previous, self.cached, 1.0 + slope)  # cached + slope * (cached - previous)
 
 
+def rows_of(sources: list[tuple[Slot, int]], name: str) -> torch.Tensor | None:
+    """Each row's tensor ``name`` taken from the slot that holds the row, stacked (None when one of them has none)."""
+    tensors = [getattr(source, name) for source, _ in sources]
+    return None if None in tensors else torch.stack([t[index] for t, (_, index) in zip(tensors, sources)])
+
+
 class SlotStore:
     """The slots of one run, the zero tensors their skipped blocks return, and which slot holds each row."""
 
@@ -109,14 +115,9 @@ class SlotStore:
         slot.inputs = {role: with_rows(shape, n) for role, shape in donor.inputs.items()}
         slot.satellite_shapes = {key: (with_rows(shape, n), dtype)
                                  for key, (shape, dtype) in donor.satellite_shapes.items()}
-        slot.cached = torch.stack([source.cached[index] for source, index in sources])
-        previous = [source.previous for source, _ in sources]
-        slot.previous = None if None in previous else torch.stack([kept[index] for kept, (_, index) in
-                                                                    zip(previous, sources)])
+        slot.cached = rows_of(sources, "cached")
+        slot.previous, slot.probe = rows_of(sources, "previous"), rows_of(sources, "probe")
         slot.cached_t, slot.previous_t = donor.cached_t, donor.previous_t
-        probes = [source.probe for source, _ in sources]
-        slot.probe = None if None in probes else torch.stack([probe[index] for probe, (_, index) in
-                                                              zip(probes, sources)])
         slot.refreshed_step = min(source.refreshed_step for source, _ in sources)
         slot.segment = donor.segment
         self._fill_skipped(slot)
